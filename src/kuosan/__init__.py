@@ -1,0 +1,29 @@
+"""kuosan (扩散): diffusion models for images in σ-space.
+
+Python API: ``kuosan.train.train`` a model, ``kuosan.load`` it as a denoiser, ``kuosan.generate`` images.
+Heavy modules are imported on first use so that ``import kuosan`` and ``kuosan --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+from kuosan.errors import KuosanError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load": ("kuosan.checkpoint", "load"),
+    "generate": ("kuosan.tasks.generate", "generate"),
+    "RunConfig": ("kuosan.config", "RunConfig"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'kuosan' has no attribute {name!r}")
+
+
+__all__ = ["KuosanError", "__version__", *_LAZY]

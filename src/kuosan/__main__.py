@@ -1,0 +1,3 @@
+from kuosan.cli import main
+
+raise SystemExit(main())

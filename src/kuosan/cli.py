@@ -1,0 +1,255 @@
+"""The ``kuosan`` command line: parses arguments, calls the library, prints. Errors → one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kuosan import __version__
+from kuosan.errors import KuosanError
+
+EPILOG = "Noise levels on the command line are in 0–255 pixel units unless stated. Docs: README.md"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kuosan.config import TrainConfig
+    from kuosan.nets.unet import PRESETS
+
+    t = TrainConfig()
+    parser = argparse.ArgumentParser(prog="kuosan", description="Diffusion models for images: train, sample.",
+                                     epilog=EPILOG, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kuosan {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("train", help="train a diffusion model on a folder of images", formatter_class=fmt,
+                       description="Train an EDM-preconditioned UNet on DATA and write checkpoints to RUN.")
+    p.add_argument("data", metavar="DATA", help="a folder of images (searched recursively) or builtin:digits")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write (checkpoints, samples, logs)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="network size")
+    p.add_argument("--size", type=_positive_int, help="training resolution in pixels (square); default: 28 "
+                   "for builtin:digits, 64 for folders")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="1 = gray, 3 = RGB; default: 1 for "
+                   "builtin:digits, 3 for folders")
+    p.add_argument("--class-cond", action="store_true",
+                   help="condition on class labels (subfolder names; digit labels for builtin:digits)")
+    p.add_argument("--steps", type=_positive_int, default=t.steps, help="optimiser steps")
+    p.add_argument("--batch", type=_positive_int, default=t.batch, help="images per step")
+    p.add_argument("--lr", type=_positive_float, default=t.lr, help="AdamW learning rate")
+    p.add_argument("--warmup", type=int, default=t.warmup_steps, help="LR warm-up steps")
+    p.add_argument("--ema-halflife", type=_positive_float, default=t.ema_halflife_kimg,
+                   help="EMA half-life in thousands of images")
+    p.add_argument("--grad-clip", type=_nonneg_float, default=t.grad_clip, help="max gradient norm, 0 = off")
+    p.add_argument("--label-dropout", type=_nonneg_float, default=t.label_dropout,
+                   help="probability of training without the label (enables --guidance when sampling)")
+    p.add_argument("--dropout", type=_nonneg_float, default=0.0, help="dropout in residual blocks")
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips; default: on for folders, off for builtin:digits")
+    p.add_argument("--random-crop", action="store_true", help="random instead of centre crops")
+    p.add_argument("--seed", type=int, default=t.seed, help="seed for init, data order and noise")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--workers", type=int, default=t.workers, help="data-loading processes")
+    p.add_argument("--log-every", type=_positive_int, default=t.log_every, help="steps between log lines")
+    p.add_argument("--sample-every", type=_positive_int, default=t.sample_every,
+                   help="steps between preview grids (RUN/samples/)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=t.checkpoint_every,
+                   help="steps between checkpoints (RUN/checkpoints/)")
+    p.add_argument("--keep", type=_positive_int, default=t.keep_checkpoints, help="checkpoints to keep")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from kuosan import samplers
+
+    p = sub.add_parser("sample", help="generate images from a model", formatter_class=fmt,
+                       description="Generate images. OUT: a .png grid, a folder/ (one PNG per image) or .npz.")
+    p.add_argument("model", metavar="MODEL", help="run folder, checkpoint folder or builtin:NAME")
+    p.add_argument("--n", type=_positive_int, default=64, help="number of images")
+    p.add_argument("--sampler", default="heun", choices=samplers.available(), help="sampling algorithm")
+    p.add_argument("--steps", type=_positive_int, default=18,
+                   help="sampler steps on a Karras ladder (heun: 2·steps−1 network calls)")
+    p.add_argument("--nfe", type=_positive_int, help="budget of network calls instead of --steps")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--label", type=int, help="class index for every image (class-conditional models); "
+                   "default: cycle through all classes")
+    p.add_argument("--guidance", type=_nonneg_float, default=1.0,
+                   help="classifier-free guidance scale (1 = off, >1 = stronger class adherence)")
+    p.add_argument("--out", required=True, help="grid.png, a folder ending in / , or samples.npz")
+    p.add_argument("--nrow", type=_positive_int, help="images per grid row")
+    p.add_argument("--scale", type=_positive_int, default=1, help="enlarge the grid this many times")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per network batch")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+    p = sub.add_parser("info", help="describe a model", formatter_class=fmt)
+    p.add_argument("model", metavar="MODEL", help="run folder, checkpoint folder or builtin:NAME")
+    return parser
+
+
+def cmd_train(args) -> None:
+    from dataclasses import replace
+
+    from kuosan import __version__ as version
+    from kuosan.checkpoint import checkpoint_folders
+    from kuosan.config import DataConfig, RunConfig, TrainConfig
+    from kuosan.data.folder import open_dataset
+    from kuosan.nets.unet import count_parameters, preset
+    from kuosan.train.trainer import train
+
+    out = Path(args.out)
+    if checkpoint_folders(out):
+        raise KuosanError(f"{out}: already holds a trained run; choose a new --out folder")
+    builtin = args.data.startswith("builtin:")
+    dataset = open_dataset(args.data, args.size, args.channels, class_labels=args.class_cond)
+    data = DataConfig(source=args.data, size=dataset.size, channels=dataset.channels,
+                      class_names=tuple(dataset.class_names),
+                      hflip=args.hflip if args.hflip is not None else not builtin, random_crop=args.random_crop)
+    net = preset(args.preset, channels=data.channels, num_classes=len(data.class_names), dropout=args.dropout)
+    tc = replace(TrainConfig(), steps=args.steps, batch=args.batch, lr=args.lr, warmup_steps=args.warmup,
+                 ema_halflife_kimg=args.ema_halflife, grad_clip=args.grad_clip, label_dropout=args.label_dropout,
+                 seed=args.seed, log_every=args.log_every, sample_every=args.sample_every,
+                 checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, workers=args.workers)
+    config = RunConfig(net=net, data=data, train=tc, preset=args.preset, kuosan_version=version)
+    from kuosan.nets.unet import UNet
+
+    print(f"kuosan: training {args.preset} UNet ({count_parameters(UNet(net)) / 1e6:.2f}M parameters) on "
+          f"{args.data}: {len(dataset)} images, {data.size}×{data.size}, {data.channels} channel(s)"
+          + (f", {len(data.class_names)} classes" if data.class_names else ""), file=sys.stderr)
+    last = train(config, out, device=args.device, progress=not args.no_progress)
+    print(f"kuosan: done; model in {last}")
+
+
+def cmd_sample(args) -> None:
+    import torch
+
+    from kuosan.checkpoint import load
+    from kuosan.data.io import save_grid
+    from kuosan.tasks.generate import generate
+    from kuosan.train.trainer import resolve_device
+
+    out = args.out
+    kind = "npz" if out.endswith(".npz") else "dir" if out.endswith(("/", "\\")) or Path(out).is_dir() else "png"
+    if kind == "png" and not out.lower().endswith(".png"):
+        raise KuosanError(f"--out {out}: use a .png grid, a folder ending in /, or a .npz file")
+    denoiser = load(args.model, device=resolve_device(args.device))
+    classes = list(denoiser.config.data.class_names)
+    labels = None
+    if args.label is not None:
+        labels = torch.full((args.n,), args.label)
+    elif classes:
+        labels = torch.arange(args.n) % len(classes)
+    images = generate(denoiser, args.n, sampler=args.sampler, steps=args.steps, nfe=args.nfe, seed=args.seed,
+                      labels=labels, guidance=args.guidance, batch_size=args.batch_size, progress=True)
+    written = write_samples(images, labels, out, kind, nrow=args.nrow or (len(classes) if classes and
+                                                                            args.label is None else None),
+                            scale=args.scale, save_grid=save_grid)
+    print(f"kuosan: wrote {written}")
+
+
+def write_samples(images, labels, out: str, kind: str, nrow, scale, save_grid) -> str:
+    import numpy as np
+
+    from kuosan.data.io import atomic_write, save_image, tensor_to_uint8
+
+    if kind == "png":
+        return str(save_grid(images, out, nrow=nrow, scale=scale))
+    if kind == "npz":
+        arrays = {"images": tensor_to_uint8(images),
+                  "labels": (labels.numpy() if labels is not None else np.full(len(images), -1)).astype(np.int64)}
+        return str(atomic_write(out, lambda p: np.savez_compressed(open(p, "wb"), **arrays)))
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, image in enumerate(images):
+        name = f"{k:05d}" + (f"_label{int(labels[k])}" if labels is not None else "") + ".png"
+        save_image(image, folder / name)
+    return f"{len(images)} images to {folder}/"
+
+
+def cmd_info(args) -> None:
+    import json
+
+    from kuosan.checkpoint import STATE_FILE, checkpoint_folders, load, resolve_model
+    from kuosan.nets.unet import count_parameters
+
+    folder = resolve_model(args.model)
+    denoiser = load(folder)
+    cfg = denoiser.config
+    lines = [
+        f"model:        {folder}",
+        f"kuosan:       {cfg.kuosan_version or 'unknown'} (config format {cfg.format})",
+        f"network:      {cfg.preset or 'custom'} UNet, {count_parameters(denoiser) / 1e6:.2f}M parameters, "
+        f"channel_mult {list(cfg.net.channel_mult)} × {cfg.net.base_channels}, attention at levels "
+        f"{list(cfg.net.attention_levels)}",
+        f"denoiser:     {cfg.denoiser.kind}, σ_data {cfg.denoiser.sigma_data}, trained for σ ∈ "
+        f"[{cfg.denoiser.sigma_min}, {cfg.denoiser.sigma_max}] (model units)",
+        f"data:         {cfg.data.source}, {cfg.data.size}×{cfg.data.size}, {cfg.data.channels} channel(s)",
+        f"classes:      {', '.join(cfg.data.class_names) if cfg.data.class_names else 'none (unconditional)'}",
+        f"training:     {cfg.train.steps} steps × batch {cfg.train.batch}, lr {cfg.train.lr}",
+    ]
+    if (folder / STATE_FILE).is_file():
+        import torch
+
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        lines.append(f"checkpoint:   step {state.get('step')}")
+    run = folder.parent.parent
+    ckpts = checkpoint_folders(run)
+    if ckpts:
+        lines.append(f"checkpoints:  {', '.join(p.name for p in ckpts)}")
+    metrics = run / "metrics.jsonl"
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if rows:
+            last = rows[-1]
+            lines.append(f"last log:     step {last['step']}, loss {last['loss']:.4f}, "
+                         f"{last['images_per_s']:.0f} images/s, {last['elapsed_s'] / 60:.1f} min")
+    print("\n".join(lines))
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except KuosanError as e:
+        if args.debug:
+            raise
+        print(f"kuosan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kuosan: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as e:
+        if args.debug:
+            raise
+        print(f"kuosan: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,109 @@
+"""Typed configuration of a run, stored as ``config.json`` in every checkpoint.
+
+Loading validates keys and types, so a damaged or hand-edited config fails with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from kuosan.errors import KuosanError
+from kuosan.nets.unet import UNetConfig
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "builtin:digits"   # a folder, or builtin:NAME
+    size: int = 28                   # square training resolution, pixels
+    channels: int = 1                # 1 = gray, 3 = RGB
+    class_names: tuple[str, ...] = ()  # empty = unconditional
+    hflip: bool = False              # random horizontal flips
+    random_crop: bool = False        # random instead of centre crops
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    kind: str = "edm"                # EDM preconditioning (Karras et al. 2022)
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002         # range the model is trained and sampled for, model units
+    sigma_max: float = 80.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 4000                # optimiser steps
+    batch: int = 64                  # images per step (the global batch)
+    lr: float = 1e-3                 # AdamW learning rate after warm-up
+    warmup_steps: int = 200          # linear LR warm-up
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0           # max global gradient norm (0 = off)
+    ema_halflife_kimg: float = 25.0  # EMA half-life in thousands of images (EDM's convention)
+    ema_rampup: float = 0.1          # half-life ≤ this × images seen so far, so early EMA tracks fast
+    p_mean: float = -1.2             # ln σ ~ N(p_mean, p_std²) during training (EDM)
+    p_std: float = 1.2
+    label_dropout: float = 0.1       # probability of dropping the class label (for guidance)
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    workers: int = 0                 # data-loading processes
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    net: UNetConfig = field(default_factory=UNetConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = ""
+    kuosan_version: str = ""
+    format: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> RunConfig:
+        return _build(cls, d, where)
+
+
+def _check_value(value, annotation, where: str):
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise KuosanError(f"{where}: expected a list, got {type(value).__name__}")
+        inner = typing.get_args(annotation)[0]
+        return tuple(_check_value(v, inner, f"{where}[{k}]") for k, v in enumerate(value))
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
+    ok = {
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        bool: lambda v: isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }[annotation](value)
+    if not ok:
+        raise KuosanError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    return float(value) if annotation is float else value
+
+
+def _build(cls, d, where: str):
+    if not isinstance(d, dict):
+        raise KuosanError(f"{where}: expected an object, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls, vars(__import__(cls.__module__, fromlist=["_"])))
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise KuosanError(f"{where}: unknown key {where}.{unknown[0]}")
+    values = {k: _check_value(v, hints[k], f"{where}.{k}") for k, v in d.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise KuosanError(f"{where}: {e}") from None
+
+

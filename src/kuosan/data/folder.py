@@ -1,0 +1,118 @@
+"""Datasets: a recursive image folder and the built-in digits, both giving [C, H, W] tensors in [-1, 1]."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from kuosan.data.io import IMAGE_SUFFIXES, load_image, pil_to_tensor
+from kuosan.errors import KuosanError
+
+
+@dataclass
+class Example:
+    image: Tensor   # [C, H, W] in [-1, 1]
+    label: int      # class index, or -1 when the dataset has no classes
+
+
+def resize_and_crop(im: Image.Image, size: int, offset: tuple[float, float] | None = None) -> Image.Image:
+    """Resize so the shorter side is ``size`` (Lanczos), then crop size×size: centred, or at ``offset``
+    given as fractions in [0, 1] of the free room along x and y (random crops)."""
+    w, h = im.size
+    scale = size / min(w, h)
+    if scale != 1:
+        im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.LANCZOS)
+    w, h = im.size
+    fx, fy = offset if offset is not None else (0.5, 0.5)
+    left, top = round((w - size) * fx), round((h - size) * fy)
+    return im.crop((left, top, left + size, top + size))
+
+
+class ImageFolder:
+    """All images under ``root`` (recursive). With ``class_labels=True`` the first-level subfolder names
+    are the classes (sorted); images directly in ``root`` are then not allowed."""
+
+    def __init__(self, root: str | os.PathLike, size: int, channels: int = 3, class_labels: bool = False,
+                 random_crop: bool = False):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise KuosanError(f"{root}: not a folder")
+        self.size, self.channels, self.random_crop = size, channels, random_crop
+        self.files = sorted(p for p in self.root.rglob("*")
+                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+        if not self.files:
+            raise KuosanError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+        if class_labels:
+            top = [p.relative_to(self.root).parts for p in self.files]
+            loose = [p for p, parts in zip(self.files, top, strict=True) if len(parts) < 2]
+            if loose:
+                raise KuosanError(f"{loose[0]}: with class labels every image must sit in a class subfolder")
+            self.class_names = sorted({parts[0] for parts in top})
+            index = {name: k for k, name in enumerate(self.class_names)}
+            self.labels = [index[parts[0]] for parts in top]
+        else:
+            self.class_names = []
+            self.labels = [-1] * len(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def get(self, index: int, rng: np.random.Generator | None = None) -> Example:
+        im = load_image(self.files[index], self.channels)
+        offset = tuple(rng.random(2)) if (self.random_crop and rng is not None) else None
+        return Example(pil_to_tensor(resize_and_crop(im, self.size, offset)), self.labels[index])
+
+
+DIGIT_NAMES = [str(d) for d in range(10)]
+
+
+class ArrayDataset:
+    """Images already in memory: uint8 [N, H, W] or [N, H, W, C], resized to ``size`` if needed."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None, class_names: list[str], size: int,
+                 channels: int):
+        x = torch.from_numpy(images).float() / 127.5 - 1
+        x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        if x.shape[1] != channels:
+            x = x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, channels, -1, -1)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                                align_corners=False)
+        self.images = x.contiguous()
+        self.labels = [int(v) for v in labels] if labels is not None else [-1] * len(x)
+        self.class_names = class_names
+        self.size, self.channels = size, channels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get(self, index: int, rng: np.random.Generator | None = None) -> Example:
+        return Example(self.images[index], self.labels[index])
+
+
+def builtin_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled MNIST 10k subset (uint8 images 28×28, 0 = background; labels 0–9)."""
+    with resources.files("kuosan.data.builtin").joinpath("mnist-10k.npz").open("rb") as f:
+        data = np.load(f)
+        return data["images"], data["labels"]
+
+
+def open_dataset(source: str, size: int | None = None, channels: int | None = None,
+                 class_labels: bool = False, random_crop: bool = False):
+    """A folder path, or ``builtin:digits``. ``size``/``channels`` default to the data's own (28, 1) for
+    the built-in set and to 64 / 3 for folders."""
+    if source.startswith("builtin:"):
+        name = source.split(":", 1)[1]
+        if name != "digits":
+            raise KuosanError(f"unknown built-in dataset {source!r}; available: builtin:digits")
+        images, labels = builtin_digits_arrays()
+        return ArrayDataset(images, labels if class_labels else None, DIGIT_NAMES if class_labels else [],
+                            size or 28, channels or 1)
+    return ImageFolder(source, size or 64, channels or 3, class_labels, random_crop)

@@ -1,0 +1,5 @@
+"""Training: the loop, EMA and the run folder it writes."""
+
+from kuosan.train.trainer import train
+
+__all__ = ["train"]
