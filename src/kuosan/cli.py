@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-cond", action="store_true",
                    help="condition on class labels (subfolder names; digit labels for builtin:digits)")
     p.add_argument("--steps", type=_positive_int, default=t.steps, help="optimiser steps")
+    p.add_argument("--minutes", type=_nonneg_float, default=t.max_minutes,
+                   help="stop after this many minutes of wall time (with a final checkpoint); 0 = no limit")
     p.add_argument("--batch", type=_positive_int, default=t.batch, help="images per step")
     p.add_argument("--lr", type=_positive_float, default=t.lr, help="AdamW learning rate")
     p.add_argument("--warmup", type=int, default=t.warmup_steps, help="LR warm-up steps")
@@ -134,7 +136,8 @@ def cmd_train(args) -> None:
     tc = replace(TrainConfig(), steps=args.steps, batch=args.batch, lr=args.lr, warmup_steps=args.warmup,
                  ema_halflife_kimg=args.ema_halflife, grad_clip=args.grad_clip, label_dropout=args.label_dropout,
                  seed=args.seed, log_every=args.log_every, sample_every=args.sample_every,
-                 checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, workers=args.workers)
+                 checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, workers=args.workers,
+                 max_minutes=args.minutes)
     config = RunConfig(net=net, data=data, train=tc, preset=args.preset, kuosan_version=version)
     from kuosan.nets.unet import UNet
 

@@ -52,6 +52,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     workers: int = 0                 # data-loading processes
+    max_minutes: float = 0.0         # stop (with a final checkpoint) after this much wall time; 0 = no limit
 
 
 @dataclass(frozen=True)

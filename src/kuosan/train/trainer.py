@@ -153,11 +153,13 @@ def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bo
             optimizer.step()
             update_ema(ema, denoiser, ema_beta(tc.batch, step * tc.batch, tc.ema_halflife_kimg, tc.ema_rampup))
 
+            out_of_time = tc.max_minutes > 0 and time.perf_counter() - start >= tc.max_minutes * 60
+            last_step = step == tc.steps or out_of_time
             loss_sum += float(loss.detach())
             loss_count += 1
             images_since += images.shape[0]
             bar.update(1)
-            if step % tc.log_every == 0 or step == tc.steps:
+            if step % tc.log_every == 0 or last_step:
                 now = time.perf_counter()
                 rate = images_since / max(now - last_time, 1e-9)
                 record = {"step": step, "loss": loss_sum / loss_count, "lr": optimizer.param_groups[0]["lr"],
@@ -166,16 +168,18 @@ def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bo
                 log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.0f}")
                 last_time, images_since, loss_sum, loss_count = now, 0, 0.0, 0
-            if step % tc.sample_every == 0 or step == tc.steps:
+            if step % tc.sample_every == 0 or last_step:
                 preview_grid(ema, config, out / "samples" / f"step-{step:07d}.png", dev)
                 last_time = time.perf_counter()  # images/s measures training only
-            if step % tc.checkpoint_every == 0 or step == tc.steps:
+            if step % tc.checkpoint_every == 0 or last_step:
                 last_ckpt = save_checkpoint(
                     out / CHECKPOINTS_DIR / f"step-{step:07d}", config, ema,
                     {"step": step, "model": denoiser.state_dict(), "optimizer": optimizer.state_dict(),
                      "noise_rng": noise_gen.get_state(), "label_rng": label_gen.get_state()})
                 _prune(out / CHECKPOINTS_DIR, tc.keep_checkpoints)
                 last_time = time.perf_counter()
+            if out_of_time:
+                break
     bar.close()
     return last_ckpt
 

@@ -1,0 +1,233 @@
+"""Samplers against the exact answer: Gaussian mixtures with an analytic denoiser, kuosan vs diffusers.
+
+Every sampler — kuosan's and diffusers' schedulers — is driven by the same exact denoiser of a Gaussian
+mixture, so the only error left is the sampler's own discretisation error, measured against the true
+distribution. diffusers' schedulers work in the VP parametrisation with ε-prediction: they are given
+ε = (x_σ − D(x_σ; σ))/σ at x_σ = x_vp·√(1 + σ²), σ² = (1 − ᾱ_t)/ᾱ_t, with clip_sample off.
+
+Metrics (lower is better): sliced Wasserstein-2 to exact samples (the "floor" row is exact vs. exact),
+total-variation error of the mode weights (each sample assigned to its most likely component), and the
+worst relative error of the spread within a mode (RMS distance to μ_k over s_k√d, minus 1).
+
+    python benchmarks/samplers.py [--n 20000] [--nfe 5,10,20,50] [--plot docs/samplers.png]
+
+Needs the `bench` extra (diffusers; matplotlib for the plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from kuosan import samplers
+from kuosan.diffusion.mixture import GaussianMixture
+
+
+def mixtures() -> dict[str, GaussianMixture]:
+    g = torch.Generator().manual_seed(0)
+    angles = torch.arange(4) * (math.pi / 2)
+    ring = torch.stack([angles.cos(), angles.sin()], 1) * 1.5
+    angles8 = torch.arange(8) * (math.pi / 4)
+    ring8 = torch.stack([angles8.cos(), angles8.sin()], 1) * 2.0
+    return {
+        "2d, 4 narrow modes": GaussianMixture(ring, [0.05] * 4, [0.4, 0.3, 0.2, 0.1]),
+        "2d, 8 wide modes": GaussianMixture(ring8, [0.3] * 8, [1, 2, 3, 4, 1, 2, 3, 4]),
+        "16d, 3 mixed widths": GaussianMixture(torch.randn(3, 16, generator=g) * 0.6, [0.02, 0.2, 0.5],
+                                               [0.6, 0.3, 0.1]),
+        "64d, 10 modes": GaussianMixture(torch.randn(10, 64, generator=g) * 0.5, [0.1] * 10,
+                                         torch.linspace(1, 3, 10)),
+    }
+
+
+class Counted:
+    """Counts denoiser calls (NFE) and evaluations of individual images."""
+
+    def __init__(self, denoiser):
+        self.denoiser, self.calls = denoiser, 0
+        self.sigma_min, self.sigma_max, self.channels = denoiser.sigma_min, denoiser.sigma_max, denoiser.channels
+
+    def __call__(self, x, sigma, **cond):
+        self.calls += 1
+        return self.denoiser(x, sigma, **cond)
+
+
+@dataclass
+class Metrics:
+    sw2: float
+    weight_tv: float
+    spread_error: float
+    nfe: int
+
+
+def sliced_w2(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor) -> float:
+    pa, pb = (a.double() @ directions).sort(0).values, (b.double() @ directions).sort(0).values
+    return float(((pa - pb) ** 2).mean().sqrt())
+
+
+def measure(mixture: GaussianMixture, x: torch.Tensor, reference: torch.Tensor, directions: torch.Tensor,
+            nfe: int) -> Metrics:
+    x = x.reshape(x.shape[0], -1).double()
+    if not torch.isfinite(x).all():
+        return Metrics(math.inf, 1.0, math.inf, nfe)
+    assigned = mixture.assign(x)
+    counts = torch.bincount(assigned, minlength=mixture.num_components).double()
+    tv = 0.5 * float((counts / len(x) - mixture.weights).abs().sum())
+    spread = 0.0
+    for k in range(mixture.num_components):
+        members = x[assigned == k]
+        if len(members) >= 20:
+            rms = ((members - mixture.means[k]) ** 2).mean().sqrt()
+            spread = max(spread, abs(float(rms / mixture.stds[k]) - 1))
+    return Metrics(sliced_w2(x, reference, directions), tv, spread, nfe)
+
+
+def kuosan_runner(name: str) -> Callable:
+    def run(denoiser, noise: torch.Tensor, nfe: int, generator: torch.Generator) -> torch.Tensor:
+        sigmas = samplers.recommended_sigmas(name, nfe, denoiser.sigma_min, denoiser.sigma_max)
+        return samplers.get(name)(denoiser, noise * sigmas[0], sigmas, generator=generator)
+
+    return run
+
+
+def diffusers_runner(make_scheduler: Callable, steps_for: Callable[[int], int]) -> Callable:
+    def run(denoiser, noise: torch.Tensor, nfe: int, generator: torch.Generator) -> torch.Tensor:
+        scheduler = make_scheduler()
+        scheduler.set_timesteps(steps_for(nfe))
+        alphas_cumprod = scheduler.alphas_cumprod.double()
+        table = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+        def sigma_at(t) -> torch.Tensor:  # linear in t between integer timesteps, as diffusers' Euler does
+            t = float(t)
+            lo = min(int(math.floor(t)), len(table) - 2)
+            w = t - lo
+            return (1 - w) * table[lo] + w * table[lo + 1]
+
+        x = noise * scheduler.init_noise_sigma
+        stochastic = "generator" in inspect.signature(scheduler.step).parameters
+        extra = {"generator": generator} if stochastic else {}
+        for t in scheduler.timesteps:
+            model_input = scheduler.scale_model_input(x, t)
+            sigma = sigma_at(t)
+            x_sigma = model_input.double() * (1 + sigma**2).sqrt()
+            x0 = denoiser(x_sigma, sigma.float().expand(x.shape[0]))
+            eps = ((x_sigma - x0.double()) / sigma).to(x.dtype)
+            x = scheduler.step(eps, t, x, **extra).prev_sample
+        return x
+
+    return run
+
+
+def contenders() -> dict[str, tuple[str, Callable]]:
+    """name → (library, runner)."""
+    from diffusers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        DEISMultistepScheduler,
+        DPMSolverMultistepScheduler,
+        EulerDiscreteScheduler,
+        HeunDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
+
+    same = lambda n: n  # noqa: E731 - one network call per step
+    heun_steps = lambda n: max(1, (n + 1) // 2)  # noqa: E731 - 2 calls per step but the last
+    out = {f"kuosan {name}": ("kuosan", kuosan_runner(name)) for name in samplers.available()}
+    out.update({
+        "diffusers DDIM": ("diffusers", diffusers_runner(lambda: DDIMScheduler(clip_sample=False,
+                                                                                 timestep_spacing="trailing"), same)),
+        "diffusers DDPM": ("diffusers", diffusers_runner(lambda: DDPMScheduler(clip_sample=False,
+                                                                                 timestep_spacing="trailing"), same)),
+        "diffusers DPM++2M": ("diffusers", diffusers_runner(DPMSolverMultistepScheduler, same)),
+        "diffusers DPM++2M Karras": ("diffusers", diffusers_runner(
+            lambda: DPMSolverMultistepScheduler(use_karras_sigmas=True), same)),
+        "diffusers UniPC": ("diffusers", diffusers_runner(UniPCMultistepScheduler, same)),
+        "diffusers DEIS": ("diffusers", diffusers_runner(DEISMultistepScheduler, same)),
+        "diffusers Euler": ("diffusers", diffusers_runner(EulerDiscreteScheduler, same)),
+        "diffusers Heun": ("diffusers", diffusers_runner(HeunDiscreteScheduler, heun_steps)),
+    })
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000, help="samples per run")
+    parser.add_argument("--nfe", default="5,10,20,50", help="comma-separated NFE budgets")
+    parser.add_argument("--plot", default="", help="write a log-log plot of sliced W2 excess vs NFE here")
+    args = parser.parse_args()
+    budgets = [int(v) for v in args.nfe.split(",")]
+    runners = contenders()
+    results: dict[tuple[str, str, int], Metrics] = {}
+    floors: dict[str, float] = {}
+    for mix_name, mixture in mixtures().items():
+        g = torch.Generator().manual_seed(1)
+        reference, _ = mixture.sample(args.n, g)
+        exact, _ = mixture.sample(args.n, g)
+        directions = torch.randn(mixture.dim, 64, generator=g, dtype=torch.float64)
+        directions /= directions.norm(dim=0, keepdim=True)
+        floor = measure(mixture, exact, reference, directions, 0)
+        floors[mix_name] = floor.sw2
+        print(f"\n## {mix_name}: noise floor (exact vs exact) sliced W2 {floor.sw2:.4f}, "
+              f"mode-weight TV {floor.weight_tv:.4f}, spread error {floor.spread_error:.4f}")
+        print(f"{'sampler':28s} " + " ".join(f"{'NFE ' + str(b):>24s}" for b in budgets))
+        print(f"{'':28s} " + " ".join(f"{'SW2  TV  spread':>24s}" for _ in budgets))
+        for name, (_, run) in runners.items():
+            cells = []
+            for nfe in budgets:
+                counted = Counted(mixture)
+                noise = torch.randn(args.n, mixture.dim, 1, 1, generator=torch.Generator().manual_seed(2))
+                out = run(counted, noise, nfe, torch.Generator().manual_seed(3))
+                m = measure(mixture, out, reference, directions, counted.calls)
+                results[(mix_name, name, nfe)] = m
+                flag = "" if m.nfe <= nfe else f"(!{m.nfe})"
+                cells.append(f"{m.sw2:8.4f} {m.weight_tv:6.3f} {m.spread_error:6.3f}{flag}")
+            print(f"{name:28s} " + " ".join(f"{c:>24s}" for c in cells))
+    summarize(results, floors, budgets, runners)
+    if args.plot:
+        plot(results, floors, budgets, runners, args.plot)
+
+
+def summarize(results, floors, budgets, runners) -> None:
+    print("\n## Best of each library: sliced-W2 excess over the noise floor (and max spread error)")
+    print(f"{'mixture':24s} {'NFE':>4s} {'kuosan best':>34s} {'diffusers best':>34s} {'ratio':>6s}")
+    for mix_name, floor in floors.items():
+        for nfe in budgets:
+            best = {}
+            for lib in ("kuosan", "diffusers"):
+                names = [n for n, (library, _) in runners.items() if library == lib]
+                name = min(names, key=lambda n: results[(mix_name, n, nfe)].sw2)
+                best[lib] = (name, results[(mix_name, name, nfe)])
+            (kn, km), (dn, dm) = best["kuosan"], best["diffusers"]
+            k_ex, d_ex = max(km.sw2 - floor, 0.0), max(dm.sw2 - floor, 0.0)
+            ratio = k_ex / d_ex if d_ex > 0 else math.inf
+            print(f"{mix_name:24s} {nfe:4d} {kn[7:]:>18s} {k_ex:8.4f} ({km.spread_error:.3f}) "
+                  f"{dn[10:]:>18s} {d_ex:8.4f} ({dm.spread_error:.3f}) {ratio:6.2f}")
+
+
+def plot(results, floors, budgets, runners, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(floors), figsize=(5 * len(floors), 4.2), sharey=False)
+    for ax, (mix_name, floor) in zip(axes, floors.items(), strict=True):
+        for name, (lib, _) in runners.items():
+            ys = [max(results[(mix_name, name, b)].sw2 - floor, 1e-5) for b in budgets]
+            ax.loglog(budgets, ys, "-o" if lib == "kuosan" else "--x", label=name, lw=1.2, ms=4)
+        ax.set_title(mix_name)
+        ax.set_xlabel("NFE")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("sliced W2 − noise floor")
+    axes[-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
+
+
+if __name__ == "__main__":
+    main()

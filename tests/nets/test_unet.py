@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from kuosan.config import RunConfig
+from kuosan.errors import KuosanError
+from kuosan.nets import PRESETS, UNet, UNetConfig, count_parameters, preset
+
+SMALL = UNetConfig(channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,),
+                   attention_head_channels=8, num_classes=3, groups=4)
+
+
+def test_tiny_preset_is_about_one_million_parameters():
+    n = count_parameters(UNet(preset("tiny", channels=1)))
+    assert 0.8e6 < n < 1.5e6
+    assert count_parameters(UNet(preset("small", channels=3))) > 4 * n
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("hw", [(8, 8), (13, 17), (28, 28), (5, 3)])
+def test_any_size_and_channels_keep_the_shape(channels, hw):
+    net = UNet(UNetConfig(channels=channels, base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1,
+                          attention_levels=(2,), attention_head_channels=8, groups=4))
+    x = torch.randn(2, channels, *hw)
+    assert net(x, torch.zeros(2)).shape == x.shape
+
+
+def test_output_depends_on_noise_level_and_class_label():
+    torch.manual_seed(0)
+    net = UNet(SMALL)
+    for p in net.parameters():  # zero-initialised output layers would hide the conditioning
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(1, 1, 8, 8)
+    base = net(x, torch.zeros(1), torch.tensor([0]))
+    assert not torch.allclose(base, net(x, torch.ones(1), torch.tensor([0])))
+    assert not torch.allclose(base, net(x, torch.zeros(1), torch.tensor([1])))
+    null = net(x, torch.zeros(1), torch.tensor([-1]))
+    torch.testing.assert_close(null, net(x, torch.zeros(1)))  # no labels = the null class
+
+
+def test_initial_network_outputs_zero():
+    """Zero-initialised output layers make the initial D(x; σ) = c_skip·x, the Gaussian optimum."""
+    out = UNet(SMALL)(torch.randn(2, 1, 8, 8), torch.zeros(2))
+    assert torch.count_nonzero(out) == 0
+
+
+def test_channel_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match="1-channel images, got 3"):
+        UNet(SMALL)(torch.randn(1, 3, 8, 8), torch.zeros(1))
+
+
+def test_config_round_trips_and_rejects_unknown_keys_and_bad_types():
+    for cfg in PRESETS.values():
+        assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        UNetConfig.from_dict({"channels": 1, "width": 3})
+    with pytest.raises(ValueError, match="attention_levels"):
+        UNetConfig(channel_mult=(1, 2), attention_levels=(5,))
+    d = RunConfig().to_dict()
+    d["net"]["base_channels"] = "64"
+    with pytest.raises(KuosanError, match="base_channels"):
+        RunConfig.from_dict(d)
+    d = RunConfig().to_dict()
+    d["train"]["speed"] = 1
+    with pytest.raises(KuosanError, match="train.speed"):
+        RunConfig.from_dict(d)
