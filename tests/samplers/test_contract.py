@@ -22,7 +22,7 @@ def run(name, denoiser, n_samples=20_000, steps=60, seed=0, dtype=torch.float64,
 
 
 def test_registry_lists_the_required_samplers():
-    assert {"euler", "heun", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde"} <= set(ALL)
+    assert {"euler", "heun", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "ipndm"} <= set(ALL)
     with pytest.raises(ValueError, match="unknown sampler"):
         samplers.get("nope")
 
@@ -96,6 +96,23 @@ def test_order_of_accuracy(name, order, gaussian):
 
     ratio = error(32) / error(64)
     assert ratio == pytest.approx(2**order, rel=0.1)
+
+
+def test_ipndm_is_higher_order_than_two():
+    """Variable-step Adams–Bashforth of order 4 once its history is full (its first steps use orders 1–3,
+    whose small start-up error keeps the measured ratio between 2³ and 2⁴ at these step counts)."""
+    gaussian = GaussianDenoiser()
+    z = torch.linspace(-3, 3, 101, dtype=torch.float64).reshape(-1, 1, 1, 1)
+    exact = gaussian.mean + z * math.sqrt(gaussian.std**2 + 0.05**2)
+
+    def error(name, n, **options):
+        sigmas = torch.linspace(math.log(20.0), math.log(0.05), n + 1, dtype=torch.float64).exp()
+        x = gaussian.mean + z * math.sqrt(gaussian.std**2 + 20.0**2)
+        return (samplers.get(name)(gaussian, x, sigmas, **options) - exact).abs().max().item()
+
+    assert 8 < error("ipndm", 64) / error("ipndm", 128) < 18.4
+    assert error("ipndm", 64) < error("dpmpp_2m", 64) / 4
+    assert error("ipndm", 64, max_order=2) / error("ipndm", 128, max_order=2) == pytest.approx(4, rel=0.1)
 
 
 def test_euler_ancestral_with_eta_zero_is_euler(gaussian):

@@ -9,6 +9,7 @@ that are not a sampler's own options (``class_labels`` …) are passed through t
 | euler             | ODE (DDIM η=0)| 1     | N                          |
 | heun              | ODE (+churn)  | 2     | 2N − 1                     |
 | dpmpp_2m          | ODE multistep | 2     | N                          |
+| ipndm             | ODE multistep | 4     | N                          |
 | euler_ancestral   | SDE (DDPM)    | 1     | N                          |
 | dpmpp_2m_sde      | SDE multistep | 2     | N                          |
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from kuosan.diffusion.ladders import karras_sigmas
-from kuosan.samplers.ode import dpmpp_2m, euler, heun
+from kuosan.samplers.ode import dpmpp_2m, euler, heun, ipndm
 from kuosan.samplers.sde import dpmpp_2m_sde, euler_ancestral
 
 
@@ -44,6 +45,7 @@ _REGISTRY: dict[str, SamplerInfo] = {
     "euler": SamplerInfo(euler, False, 1, lambda n: n),
     "heun": SamplerInfo(heun, False, 2, lambda n: 2 * n - 1),
     "dpmpp_2m": SamplerInfo(dpmpp_2m, False, 2, lambda n: n),
+    "ipndm": SamplerInfo(ipndm, False, 4, lambda n: n),
     "euler_ancestral": SamplerInfo(euler_ancestral, True, 1, lambda n: n),
     "dpmpp_2m_sde": SamplerInfo(dpmpp_2m_sde, True, 2, lambda n: n),
 }
@@ -72,4 +74,4 @@ def recommended_sigmas(name: str, nfe: int, sigma_min: float = 0.002, sigma_max:
 
 
 __all__ = ["available", "get", "info", "recommended_sigmas", "SamplerInfo",
-           "euler", "heun", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde"]
+           "euler", "heun", "dpmpp_2m", "ipndm", "euler_ancestral", "dpmpp_2m_sde"]
