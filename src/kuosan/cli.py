@@ -128,7 +128,8 @@ def cmd_train(args) -> None:
     if checkpoint_folders(out):
         raise KuosanError(f"{out}: already holds a trained run; choose a new --out folder")
     builtin = args.data.startswith("builtin:")
-    dataset = open_dataset(args.data, args.size, args.channels, class_labels=args.class_cond)
+    dataset = open_dataset(args.data, args.size, args.channels, class_labels=args.class_cond,
+                           random_crop=args.random_crop)
     data = DataConfig(source=args.data, size=dataset.size, channels=dataset.channels,
                       class_names=tuple(dataset.class_names),
                       hflip=args.hflip if args.hflip is not None else not builtin, random_crop=args.random_crop)
@@ -144,7 +145,7 @@ def cmd_train(args) -> None:
     print(f"kuosan: training {args.preset} UNet ({count_parameters(UNet(net)) / 1e6:.2f}M parameters) on "
           f"{args.data}: {len(dataset)} images, {data.size}×{data.size}, {data.channels} channel(s)"
           + (f", {len(data.class_names)} classes" if data.class_names else ""), file=sys.stderr)
-    last = train(config, out, device=args.device, progress=not args.no_progress)
+    last = train(config, out, device=args.device, progress=not args.no_progress, dataset=dataset)
     print(f"kuosan: done; model in {last}")
 
 
@@ -152,7 +153,6 @@ def cmd_sample(args) -> None:
     import torch
 
     from kuosan.checkpoint import load
-    from kuosan.data.io import save_grid
     from kuosan.tasks.generate import generate
     from kuosan.train.trainer import resolve_device
 
@@ -169,23 +169,24 @@ def cmd_sample(args) -> None:
         labels = torch.arange(args.n) % len(classes)
     images = generate(denoiser, args.n, sampler=args.sampler, steps=args.steps, nfe=args.nfe, seed=args.seed,
                       labels=labels, guidance=args.guidance, batch_size=args.batch_size, progress=True)
-    written = write_samples(images, labels, out, kind, nrow=args.nrow or (len(classes) if classes and
-                                                                            args.label is None else None),
-                            scale=args.scale, save_grid=save_grid)
+    nrow = args.nrow or (len(classes) if classes and args.label is None else None)
+    written = write_samples(images, labels, out, kind, nrow=nrow, scale=args.scale)
     print(f"kuosan: wrote {written}")
 
 
-def write_samples(images, labels, out: str, kind: str, nrow, scale, save_grid) -> str:
+def write_samples(images, labels, out: str, kind: str, nrow: int | None, scale: int) -> str:
+    """Write a grid (png), arrays (npz) or one PNG per image (dir); returns what was written."""
     import numpy as np
 
-    from kuosan.data.io import atomic_write, save_image, tensor_to_uint8
+    from kuosan.data.io import atomic_write, save_grid, save_image, tensor_to_uint8
 
     if kind == "png":
         return str(save_grid(images, out, nrow=nrow, scale=scale))
     if kind == "npz":
         arrays = {"images": tensor_to_uint8(images),
                   "labels": (labels.numpy() if labels is not None else np.full(len(images), -1)).astype(np.int64)}
-        return str(atomic_write(out, lambda p: np.savez_compressed(open(p, "wb"), **arrays)))
+        # The temporary name ends in .npz too, so numpy does not append another suffix.
+        return str(atomic_write(out, lambda p: np.savez_compressed(p, **arrays)))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     for k, image in enumerate(images):

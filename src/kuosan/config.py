@@ -6,6 +6,7 @@ Loading validates keys and types, so a damaged or hand-edited config fails with 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from dataclasses import dataclass, field
 
@@ -96,7 +97,7 @@ def _check_value(value, annotation, where: str):
 def _build(cls, d, where: str):
     if not isinstance(d, dict):
         raise KuosanError(f"{where}: expected an object, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls, vars(__import__(cls.__module__, fromlist=["_"])))
+    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:

@@ -20,7 +20,8 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
     ``steps`` is the sampler's number of steps on a Karras ρ=7 ladder (EDM's default: heun, 18 steps =
     35 denoiser calls); give ``nfe`` instead to use the ladder kuosan recommends for that budget.
     ``labels`` (class indices, −1 = none) and ``guidance`` (classifier-free guidance scale; 1 = off) apply
-    to class-conditional models. The same ``seed`` gives the same images regardless of ``batch_size``.
+    to class-conditional models. With a deterministic sampler the same ``seed`` gives the same images
+    whatever the ``batch_size``.
     """
     if n < 1:
         raise KuosanError(f"n must be at least 1, got {n}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -98,16 +99,21 @@ def preview_grid(denoiser, config: RunConfig, path: Path, device: torch.device, 
     save_grid(out, path, nrow=k or None)
 
 
-def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bool = True) -> Path:
-    """Train a model as ``config`` says and write the run folder ``out``; returns the last checkpoint."""
+def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bool = True,
+          dataset=None) -> Path:
+    """Train a model as ``config`` says and write the run folder ``out``; returns the last checkpoint.
+
+    ``dataset`` may be given when the caller already opened ``config.data`` (saves a second folder scan).
+    """
     out = Path(out)
     tc = config.train
     if tc.steps < 1 or tc.batch < 1 or tc.lr <= 0:
         raise KuosanError("steps, batch and lr must be positive")
     dev = resolve_device(device)
     torch.manual_seed(tc.seed)
-    dataset = open_dataset(config.data.source, config.data.size, config.data.channels,
-                           class_labels=bool(config.data.class_names), random_crop=config.data.random_crop)
+    if dataset is None:
+        dataset = open_dataset(config.data.source, config.data.size, config.data.channels,
+                               class_labels=bool(config.data.class_names), random_crop=config.data.random_crop)
     if list(config.data.class_names) != list(dataset.class_names):
         config = replace(config, data=replace(config.data, class_names=tuple(dataset.class_names)))
     out.mkdir(parents=True, exist_ok=True)
@@ -185,8 +191,6 @@ def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bo
 
 
 def _prune(root: Path, keep: int) -> None:
-    import shutil
-
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
     for old in folders[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
