@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=64, help="number of images")
     p.add_argument("--sampler", default="heun", choices=samplers.available(), help="sampling algorithm")
     p.add_argument("--steps", type=_positive_int, default=18,
-                   help="sampler steps on a Karras ladder (heun: 2·steps−1 network calls)")
+                   help="sampler steps on its recommended σ ladder (heun: 2·steps−1 network calls)")
     p.add_argument("--nfe", type=_positive_int, help="budget of network calls instead of --steps")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--label", type=int, help="class index for every image (class-conditional models); "

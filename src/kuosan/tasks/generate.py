@@ -7,7 +7,6 @@ from torch import Tensor
 
 from kuosan import samplers
 from kuosan.diffusion.guidance import ClassifierFreeGuidance
-from kuosan.diffusion.ladders import karras_sigmas
 from kuosan.errors import KuosanError
 
 
@@ -17,8 +16,8 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
              sigma_max: float | None = None, callback=None, progress: bool = False) -> Tensor:
     """Draw ``n`` images [n, C, H, W] in [-1, 1].
 
-    ``steps`` is the sampler's number of steps on a Karras ρ=7 ladder (EDM's default: heun, 18 steps =
-    35 denoiser calls); give ``nfe`` instead to use the ladder kuosan recommends for that budget.
+    ``steps`` is the sampler's number of steps on the σ ladder kuosan recommends for it (heun: Karras ρ=7,
+    EDM's 18 steps = 35 denoiser calls); give ``nfe`` instead to fit the sampler into that many calls.
     ``labels`` (class indices, −1 = none) and ``guidance`` (classifier-free guidance scale; 1 = off) apply
     to class-conditional models. With a deterministic sampler the same ``seed`` gives the same images
     whatever the ``batch_size``.
@@ -34,7 +33,7 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
     else:
         if steps is None or steps < 1:
             raise KuosanError(f"steps must be at least 1, got {steps}")
-        sigmas = karras_sigmas(steps, lo, hi)
+        sigmas = info.ladder(steps, lo, hi)
     if size is None:
         if config is None:
             raise KuosanError("size is needed for a denoiser without a config")
