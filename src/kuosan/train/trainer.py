@@ -174,16 +174,16 @@ def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bo
                 log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.0f}")
                 last_time, images_since, loss_sum, loss_count = now, 0, 0.0, 0
+            paused_at = time.perf_counter()  # previews and checkpoints are left out of images/s
             if step % tc.sample_every == 0 or last_step:
                 preview_grid(ema, config, out / "samples" / f"step-{step:07d}.png", dev)
-                last_time = time.perf_counter()  # images/s measures training only
             if step % tc.checkpoint_every == 0 or last_step:
                 last_ckpt = save_checkpoint(
                     out / CHECKPOINTS_DIR / f"step-{step:07d}", config, ema,
                     {"step": step, "model": denoiser.state_dict(), "optimizer": optimizer.state_dict(),
                      "noise_rng": noise_gen.get_state(), "label_rng": label_gen.get_state()})
                 _prune(out / CHECKPOINTS_DIR, tc.keep_checkpoints)
-                last_time = time.perf_counter()
+            last_time += time.perf_counter() - paused_at
             if out_of_time:
                 break
     bar.close()
