@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from kuosan import samplers
-from kuosan.diffusion.mixture import GaussianMixture
+from kuosan.diffusion.mixture import GaussianMixture, sliced_w2
 
 
 def mixtures() -> dict[str, GaussianMixture]:
@@ -62,11 +62,6 @@ class Metrics:
     weight_tv: float
     spread_error: float
     nfe: int
-
-
-def sliced_w2(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor) -> float:
-    pa, pb = (a.double() @ directions).sort(0).values, (b.double() @ directions).sort(0).values
-    return float(((pa - pb) ** 2).mean().sqrt())
 
 
 def measure(mixture: GaussianMixture, x: torch.Tensor, reference: torch.Tensor, directions: torch.Tensor,

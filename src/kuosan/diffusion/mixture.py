@@ -64,3 +64,11 @@ class GaussianMixture:
     def assign(self, x: Tensor) -> Tensor:
         """Most likely component of each clean sample."""
         return self.log_responsibilities(x).argmax(1)
+
+
+def sliced_w2(a: Tensor, b: Tensor, directions: Tensor) -> float:
+    """Sliced Wasserstein-2 distance between two equal-size sample sets [n, d] along unit ``directions``
+    [d, L]: the RMS over directions of the 1-D W2, which for equal sizes pairs sorted projections."""
+    a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
+    pa, pb = (a @ directions).sort(0).values, (b @ directions).sort(0).values
+    return float(((pa - pb) ** 2).mean().sqrt())
