@@ -69,15 +69,9 @@ def measure(mixture: GaussianMixture, x: torch.Tensor, reference: torch.Tensor, 
     x = x.reshape(x.shape[0], -1).double()
     if not torch.isfinite(x).all():
         return Metrics(math.inf, 1.0, math.inf, nfe)
-    assigned = mixture.assign(x)
-    counts = torch.bincount(assigned, minlength=mixture.num_components).double()
-    tv = 0.5 * float((counts / len(x) - mixture.weights).abs().sum())
-    spread = 0.0
-    for k in range(mixture.num_components):
-        members = x[assigned == k]
-        if len(members) >= 20:
-            rms = ((members - mixture.means[k]) ** 2).mean().sqrt()
-            spread = max(spread, abs(float(rms / mixture.stds[k]) - 1))
+    weights, spreads = mixture.mode_statistics(x, min_members=20)
+    tv = 0.5 * float((weights - mixture.weights).abs().sum())
+    spread = float((spreads - 1).abs().nan_to_num(0.0).max())
     return Metrics(sliced_w2(x, reference, directions), tv, spread, nfe)
 
 

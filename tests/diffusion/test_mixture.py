@@ -39,3 +39,13 @@ def test_responsibilities_stay_finite_far_from_every_mode():
     mixture = GaussianMixture([[0.0], [1.0]], [0.01, 0.01], [0.5, 0.5])
     out = mixture(torch.tensor([[1e4], [-1e4]], dtype=torch.float64), torch.tensor([0.001, 0.001]))
     assert torch.isfinite(out).all()
+
+
+def test_mode_statistics_of_exact_samples():
+    mixture = GaussianMixture([[0.0, 0.0], [5.0, 0.0]], [0.2, 0.5], [3, 1])
+    x, _ = mixture.sample(20_000, torch.Generator().manual_seed(2))
+    weights, spreads = mixture.mode_statistics(x)
+    torch.testing.assert_close(weights, torch.tensor([0.75, 0.25], dtype=torch.float64), atol=0.01, rtol=0)
+    torch.testing.assert_close(spreads, torch.ones(2, dtype=torch.float64), atol=0.02, rtol=0)
+    _, spreads = mixture.mode_statistics(x[:3], min_members=10)
+    assert torch.isnan(spreads).all()

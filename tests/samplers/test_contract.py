@@ -150,9 +150,6 @@ def test_converges_to_an_exact_gaussian_mixture(name):
     out = samplers.get(name)(mixture, noise * sigmas[0], sigmas, generator=torch.Generator().manual_seed(2))
 
     assert sliced_w2(out, reference, directions) < 1.2 * floor
-    weights = torch.bincount(mixture.assign(out), minlength=3).double() / n
+    weights, spreads = mixture.mode_statistics(out)
     assert (weights - mixture.weights).abs().max() < 0.03
-    for k in range(3):
-        members = out[mixture.assign(out) == k]
-        spread = ((members - mixture.means[k]) ** 2).mean().sqrt() / mixture.stds[k]
-        assert abs(spread.item() - 1) < 0.1, (k, spread)
+    assert ((spreads - 1).abs() < 0.1).all(), spreads  # NaN (an empty mode) fails too

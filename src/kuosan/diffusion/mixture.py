@@ -65,6 +65,19 @@ class GaussianMixture:
         """Most likely component of each clean sample."""
         return self.log_responsibilities(x).argmax(1)
 
+    def mode_statistics(self, x: Tensor, min_members: int = 1) -> tuple[Tensor, Tensor]:
+        """For samples x [n, d]: the fraction assigned to each component [K], and each component's spread
+        [K] — the RMS per-dimension distance of its samples to μ_k over s_k (1 = exact; NaN where fewer than
+        ``min_members`` samples were assigned)."""
+        x = x.reshape(x.shape[0], -1).to(torch.float64)
+        assigned = self.assign(x)
+        counts = torch.bincount(assigned, minlength=self.num_components)
+        spreads = torch.full((self.num_components,), math.nan, dtype=torch.float64)
+        for k in range(self.num_components):
+            if counts[k] >= max(1, min_members):
+                spreads[k] = ((x[assigned == k] - self.means[k]) ** 2).mean().sqrt() / self.stds[k]
+        return counts.double() / len(x), spreads
+
 
 def sliced_w2(a: Tensor, b: Tensor, directions: Tensor) -> float:
     """Sliced Wasserstein-2 distance between two equal-size sample sets [n, d] along unit ``directions``
