@@ -1,8 +1,9 @@
 """Deterministic samplers: integrate the probability-flow ODE dx/dσ = (x − D(x; σ))/σ from σ_max to 0.
 
 Every function has the signature ``f(denoiser, x, sigmas, *, generator=None, callback=None, **options)``
-with ``x = noise * sigmas[0]`` on entry and ``sigmas`` descending to exactly 0. The step onto σ = 0 is
-always a plain Euler step, which lands exactly on D(x; σ_last).
+with ``x = noise * sigmas[0]`` on entry and ``sigmas`` descending to exactly 0. In euler, heun and dpmpp_2m
+the step onto σ = 0 is a plain Euler step, which lands exactly on D(x; σ_last); ipndm keeps its multistep
+formula for that step too.
 """
 
 from __future__ import annotations
