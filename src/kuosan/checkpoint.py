@@ -77,6 +77,30 @@ def save_checkpoint(folder: Path, config: RunConfig, ema: nn.Module,
     return folder
 
 
+def export_model(ref: str | os.PathLike, dest: Path, dtype: torch.dtype = torch.float16,
+                 card: dict | None = None) -> Path:
+    """Write a model folder for shipping: ``config.json`` and EMA weights in ``dtype`` (half the size at
+    float16; ``load`` casts back to float32), plus ``card.json`` when given. Atomic like checkpoints."""
+    source = resolve_model(ref)
+    config = read_config(source)
+    state = {k: v.to(dtype).contiguous() for k, v in load_file(source / WEIGHTS_FILE).items()}
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "kuosan", "config": CONFIG_FILE})
+        if card is not None:
+            (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
 def checkpoint_folders(run: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
     root = Path(run) / CHECKPOINTS_DIR

@@ -104,15 +104,35 @@ def builtin_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
         return data["images"], data["labels"]
 
 
+DIGITS_HELD_OUT = 2000
+
+
+def digits_split(part: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed split of the bundled digits: ``numpy.random.default_rng(0).permutation(10000)``; its first
+    2,000 indices are the held-out ``test`` part (never trained on by ``builtin:digits``), the rest ``train``.
+    ``all`` is the whole file."""
+    images, labels = builtin_digits_arrays()
+    if part == "all":
+        return images, labels
+    order = np.random.default_rng(0).permutation(len(images))
+    index = np.sort(order[:DIGITS_HELD_OUT] if part == "test" else order[DIGITS_HELD_OUT:])
+    return images[index], labels[index]
+
+
+BUILTIN_DATASETS = {"digits": "all", "digits-train": "train", "digits-test": "test"}
+
+
 def open_dataset(source: str, size: int | None = None, channels: int | None = None,
                  class_labels: bool = False, random_crop: bool = False):
-    """A folder path, or ``builtin:digits``. ``size``/``channels`` default to the data's own (28, 1) for
-    the built-in set and to 64 / 3 for folders."""
+    """A folder path, or ``builtin:digits`` (all 10k), ``builtin:digits-train`` (8k) or
+    ``builtin:digits-test`` (the 2k held out). ``size``/``channels`` default to the data's own (28, 1) for
+    the built-in sets and to 64 / 3 for folders."""
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
-        if name != "digits":
-            raise KuosanError(f"unknown built-in dataset {source!r}; available: builtin:digits")
-        images, labels = builtin_digits_arrays()
+        if name not in BUILTIN_DATASETS:
+            raise KuosanError(f"unknown built-in dataset {source!r}; available: "
+                              + ", ".join(f"builtin:{n}" for n in BUILTIN_DATASETS))
+        images, labels = digits_split(BUILTIN_DATASETS[name])
         return ArrayDataset(images, labels if class_labels else None, DIGIT_NAMES if class_labels else [],
                             size or 28, channels or 1)
     return ImageFolder(source, size or 64, channels or 3, class_labels, random_crop)

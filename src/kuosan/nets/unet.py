@@ -25,15 +25,20 @@ class UNetConfig:
     channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per level; one level per entry
     num_res_blocks: int = 2                  # residual blocks per level (encoder side)
     attention_levels: tuple[int, ...] = (2,)  # level indices (0 = full resolution) with self-attention
+    mid_attention: bool = True               # self-attention in the middle block
     attention_head_channels: int = 32
     num_classes: int = 0                     # 0 = unconditional
     dropout: float = 0.0
     embedding_mult: int = 4                  # noise-embedding width = base_channels × this
     groups: int = 8                          # GroupNorm groups (clipped to each width)
+    normalization: str = "group"             # "group" (GroupNorm) or "none": no statistics over the
+                                             # image, so the net is local and tiles give the same result
 
     def __post_init__(self):
         if self.channels < 1 or self.base_channels < 1 or not self.channel_mult:
             raise ValueError("channels, base_channels and channel_mult must be positive")
+        if self.normalization not in ("group", "none"):
+            raise ValueError(f"normalization {self.normalization!r}: use 'group' or 'none'")
         bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
         if bad:
             raise ValueError(f"attention_levels {bad} outside 0..{len(self.channel_mult) - 1}")
@@ -65,6 +70,10 @@ PRESETS: dict[str, UNetConfig] = {
     # ~8M parameters: 32–64 px colour images on a GPU (or patient CPUs).
     "small": UNetConfig(base_channels=64, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(2,),
                         embedding_mult=4),
+    # ~5.9M parameters, purely local (no attention, no normalisation statistics): a prior for photo
+    # restoration, trained on crops and applied to images of any size in tiles with identical results.
+    "photo": UNetConfig(base_channels=32, channel_mult=(1, 2, 4, 4), num_res_blocks=2, attention_levels=(),
+                        mid_attention=False, normalization="none", embedding_mult=4),
     # ~30M parameters.
     "base": UNetConfig(base_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(2,),
                        embedding_mult=4),
@@ -75,7 +84,9 @@ def preset(name: str, **overrides) -> UNetConfig:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **overrides)
 
-def _norm(channels: int, groups: int) -> nn.GroupNorm:
+def _norm(channels: int, groups: int, kind: str = "group") -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
     return nn.GroupNorm(math.gcd(groups, channels), channels, eps=1e-6)
 
 class FourierEmbedding(nn.Module):
@@ -95,12 +106,12 @@ class FourierEmbedding(nn.Module):
 class ResBlock(nn.Module):
     """GroupNorm → SiLU → conv, scale-shift by the embedding, GroupNorm → SiLU → dropout → conv, + skip."""
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, dropout: float):
+    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, dropout: float, norm: str = "group"):
         super().__init__()
-        self.norm1 = _norm(cin, groups)
+        self.norm1 = _norm(cin, groups, norm)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * cout)
-        self.norm2 = _norm(cout, groups)
+        self.norm2 = _norm(cout, groups, norm)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
@@ -137,7 +148,7 @@ class Block(nn.Module):
 
     def __init__(self, cin: int, cout: int, emb_dim: int, cfg: UNetConfig, attention: bool):
         super().__init__()
-        self.res = ResBlock(cin, cout, emb_dim, cfg.groups, cfg.dropout)
+        self.res = ResBlock(cin, cout, emb_dim, cfg.groups, cfg.dropout, cfg.normalization)
         self.attn = SelfAttention(cout, cfg.attention_head_channels, cfg.groups) if attention else None
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
@@ -172,7 +183,8 @@ class UNet(nn.Module):
             if level < len(widths) - 1:
                 self.down.append(nn.Conv2d(cur, cur, 3, stride=2, padding=1))
                 skips.append(cur)
-        self.mid = nn.ModuleList([Block(cur, cur, emb_dim, cfg, True), Block(cur, cur, emb_dim, cfg, False)])
+        self.mid = nn.ModuleList([Block(cur, cur, emb_dim, cfg, cfg.mid_attention),
+                                  Block(cur, cur, emb_dim, cfg, False)])
         self.up = nn.ModuleList()
         for level in reversed(range(len(widths))):
             attn = level in cfg.attention_levels
@@ -181,7 +193,7 @@ class UNet(nn.Module):
                 cur = widths[level]
             if level > 0:
                 self.up.append(Upsample())
-        self.out_norm = _norm(cur, cfg.groups)
+        self.out_norm = _norm(cur, cfg.groups, cfg.normalization)
         self.out_conv = nn.Conv2d(cur, cfg.channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)

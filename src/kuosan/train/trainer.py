@@ -100,10 +100,11 @@ def preview_grid(denoiser, config: RunConfig, path: Path, device: torch.device, 
 
 
 def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bool = True,
-          dataset=None) -> Path:
+          dataset=None, init: dict | None = None) -> Path:
     """Train a model as ``config`` says and write the run folder ``out``; returns the last checkpoint.
 
     ``dataset`` may be given when the caller already opened ``config.data`` (saves a second folder scan).
+    ``init`` is a state dict to start from (fine-tuning; the optimizer and EMA start afresh from it).
     """
     out = Path(out)
     tc = config.train
@@ -119,7 +120,10 @@ def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bo
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
 
-    denoiser = build_denoiser(config).to(dev)
+    denoiser = build_denoiser(config)
+    if init is not None:
+        denoiser.load_state_dict(init)
+    denoiser = denoiser.to(dev)
     ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=tc.lr, betas=(0.9, 0.999),
                                   weight_decay=tc.weight_decay)
@@ -132,6 +136,8 @@ def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bo
     loader = torch.utils.data.DataLoader(stream, batch_sampler=_StepBatches(0, tc.steps, tc.batch),
                                          num_workers=tc.workers, persistent_workers=False)
     use_bf16 = dev.type == "cuda"
+    if use_bf16:
+        torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick the fastest kernels
     log_path = out / "metrics.jsonl"
     atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
 

@@ -1,0 +1,117 @@
+"""Reproduce the models shipped in the package (``builtin:photo`` gray + colour, ``builtin:digits``).
+
+    python scripts/train_builtin.py photo --channels 3 --out runs/photo-rgb --minutes 7
+    python scripts/train_builtin.py photo --channels 1 --out runs/photo-gray --minutes 7
+    python scripts/train_builtin.py digits --out runs/digits --minutes 7
+    python scripts/train_builtin.py export runs/photo-rgb src/kuosan/models/photo-rgb --card '{"data": "..."}'
+
+Training uses kuosan's own trainer; only the recipe (network, data, schedule) is fixed here. The photo
+set needs scikit-image and scikit-learn (``pip install kuosan[bench]``). A GPU is used when present; the
+same commands run on a CPU, only slower (the model cards say what hardware made the shipped weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+import numpy as np
+
+from kuosan import __version__
+from kuosan.checkpoint import export_model
+from kuosan.config import DataConfig, RunConfig, TrainConfig
+from kuosan.data.folder import open_dataset
+from kuosan.data.photos import RandomCrops, training_photos
+from kuosan.nets.unet import UNetConfig, preset
+from kuosan.train.trainer import train
+
+DIGITS_NET = UNetConfig(channels=1, base_channels=48, channel_mult=(1, 2, 2), num_res_blocks=2,
+                        attention_levels=(2,), num_classes=10)
+
+
+def photo_recipe(channels: int, minutes: float, batch: int, size: int, photos: str | None = None):
+    if photos:   # the same photos saved by `save-photos`, for machines without scikit-image's data
+        with np.load(photos) as f:
+            dataset = RandomCrops([f[k] for k in sorted(f.files)], size=size)
+    else:
+        dataset = RandomCrops(training_photos(channels), size=size)
+    config = RunConfig(
+        net=preset("photo", channels=channels),
+        data=DataConfig(source="photos: scikit-image + scikit-learn (kuosan.data.photos)", size=size,
+                        channels=channels),
+        train=replace(TrainConfig(), steps=1_000_000, batch=batch, lr=5e-4, warmup_steps=500,
+                      ema_halflife_kimg=50, sample_every=4000, checkpoint_every=2000, log_every=100,
+                      max_minutes=minutes, workers=6),
+        preset="photo", kuosan_version=__version__)
+    return config, dataset
+
+
+def digits_recipe(minutes: float, batch: int):
+    dataset = open_dataset("builtin:digits-train", class_labels=True)
+    config = RunConfig(
+        net=DIGITS_NET,
+        data=DataConfig(source="builtin:digits-train", size=28, channels=1, class_names=tuple(dataset.class_names)),
+        train=replace(TrainConfig(), steps=1_000_000, batch=batch, lr=1e-3, warmup_steps=500,
+                      ema_halflife_kimg=50, sample_every=4000, checkpoint_every=2000, log_every=100,
+                      max_minutes=minutes, workers=2),
+        preset="", kuosan_version=__version__)
+    return config, dataset
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    photo = sub.add_parser("photo")
+    photo.add_argument("--channels", type=int, choices=(1, 3), required=True)
+    photo.add_argument("--size", type=int, default=96, help="crop size")
+    photo.add_argument("--batch", type=int, default=96)
+    photo.add_argument("--photos", help="an .npz written by save-photos, instead of scikit-image/-learn")
+    for p in (photo, sub.add_parser("digits")):
+        p.add_argument("--out", required=True)
+        p.add_argument("--minutes", type=float, required=True)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--workers", type=int)
+        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--init", help="a model folder to start from (fine-tuning)")
+        p.add_argument("--lr", type=float, help="learning rate instead of the recipe's")
+    sub.choices["digits"].add_argument("--batch", type=int, default=128)
+    p = sub.add_parser("save-photos")
+    p.add_argument("--channels", type=int, choices=(1, 3), required=True)
+    p.add_argument("out")
+    p = sub.add_parser("export")
+    p.add_argument("run")
+    p.add_argument("dest")
+    p.add_argument("--card", default="{}", help="JSON object stored as card.json")
+    args = parser.parse_args(argv)
+
+    if args.what == "export":
+        print(export_model(args.run, args.dest, card=json.loads(args.card) or None))
+        return
+    if args.what == "save-photos":
+        photos = training_photos(args.channels)
+        np.savez_compressed(args.out, **{f"{k:03d}": p for k, p in enumerate(photos)})
+        print(f"{args.out}: {len(photos)} photos")
+        return
+    if args.what == "photo":
+        config, dataset = photo_recipe(args.channels, args.minutes, args.batch, args.size, args.photos)
+    else:
+        config, dataset = digits_recipe(args.minutes, args.batch)
+    if args.workers is not None:
+        config = replace(config, train=replace(config.train, workers=args.workers))
+    if args.lr is not None:
+        config = replace(config, train=replace(config.train, lr=args.lr))
+    init = None
+    if args.init:
+        from safetensors.torch import load_file
+
+        from kuosan.checkpoint import WEIGHTS_FILE, resolve_model
+
+        init = load_file(resolve_model(args.init) / WEIGHTS_FILE)
+    print(f"training {args.what}: {json.dumps(config.to_dict()['net'])}", file=sys.stderr)
+    train(config, args.out, device=args.device, progress=not args.no_progress, dataset=dataset, init=init)
+
+
+if __name__ == "__main__":
+    main()

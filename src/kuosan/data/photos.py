@@ -1,0 +1,117 @@
+"""The photographs behind ``builtin:photo``: those that ship with scikit-image and scikit-learn.
+
+scikit-image and scikit-learn are needed only to rebuild the prior or run the restoration benchmark
+(``pip install kuosan[bench]``); nothing here downloads anything. The split is fixed: the held-out photos
+are never seen in training and are what ``benchmarks/restore.py`` reports on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kuosan.data.folder import Example
+from kuosan.errors import KuosanError
+
+# Natural and near-natural photographs that scikit-image bundles (no download needed), and the two
+# scikit-learn sample photos. Synthetic or binary images (phantom, checkerboard, blobs) are left out.
+TRAIN_RGB = ("chelsea", "rocket", "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry", "retina",
+             "sklearn:china", "sklearn:flower")
+TRAIN_GRAY = ("brick", "grass", "gravel", "moon", "coins", "page", "text", "cell", "clock")
+HELD_OUT_RGB = ("astronaut", "coffee")
+HELD_OUT_GRAY = ("camera",)
+
+
+def load_photo(name: str) -> np.ndarray:
+    """uint8 [H, W] or [H, W, 3] by name: ``skimage.data.NAME`` or ``sklearn:NAME`` (china, flower)."""
+    try:
+        if name.startswith("sklearn:"):
+            from sklearn.datasets import load_sample_image
+
+            return load_sample_image(name.split(":", 1)[1] + ".jpg")
+        import skimage.data
+
+        image = getattr(skimage.data, name)()
+    except ImportError as e:
+        raise KuosanError(f"the photo set needs scikit-image and scikit-learn (pip install kuosan[bench]): {e}") \
+            from None
+    if isinstance(image, tuple):      # stereo pairs: take the left view
+        image = image[0]
+    if image.ndim == 3:
+        image = image[..., :3]        # drop alpha
+    return np.ascontiguousarray(image)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, as Pillow's convert("L")."""
+    if image.ndim == 2:
+        return image
+    luma = image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114
+    return np.clip(np.round(luma), 0, 255).astype(np.uint8)
+
+
+def training_photos(channels: int) -> list[np.ndarray]:
+    """The training photos for a gray (1) or colour (3) prior. The gray prior also sees the colour photos
+    in gray."""
+    photos = [load_photo(n) for n in TRAIN_RGB]
+    if channels == 3:
+        return photos
+    return [to_gray(p) for p in photos] + [load_photo(n) for n in TRAIN_GRAY]
+
+
+def held_out_photos(channels: int) -> dict[str, np.ndarray]:
+    """Evaluation photos by name: colour ones, or for gray the gray photo plus the colour ones in gray."""
+    if channels == 3:
+        return {n: load_photo(n) for n in HELD_OUT_RGB}
+    gray = {n: load_photo(n) for n in HELD_OUT_GRAY}
+    gray.update({f"{n} (gray)": to_gray(load_photo(n)) for n in HELD_OUT_RGB})
+    return gray
+
+
+class RandomCrops:
+    """Random size×size crops of in-memory photos, for training a fully convolutional prior.
+
+    Each example picks a photo with probability ∝ its area, a scale in [min_scale, 1] (downscaling with
+    antialiasing shows the net more structure per pixel and averages away the source's own noise and JPEG
+    blocks), a position, and one of the 8 flips/rotations. ``length`` is the nominal epoch length.
+    """
+
+    def __init__(self, photos: list[np.ndarray], size: int, min_scale: float = 0.5, length: int = 8192):
+        if not photos:
+            raise KuosanError("no photos to crop from")
+        self.images = []
+        for p in photos:
+            t = torch.from_numpy(np.array(p, dtype=np.uint8)).float() / 127.5 - 1
+            self.images.append(t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous())
+        channels = {t.shape[0] for t in self.images}
+        if len(channels) != 1:
+            raise KuosanError("photos must be all gray or all colour")
+        self.channels = channels.pop()
+        self.size, self.min_scale, self.length = size, min_scale, length
+        areas = np.array([t.shape[1] * t.shape[2] for t in self.images], dtype=np.float64)
+        self.weights = areas / areas.sum()
+        self.class_names: list[str] = []
+
+    def __len__(self) -> int:
+        return self.length
+
+    def get(self, index: int, rng: np.random.Generator | None = None) -> Example:
+        rng = rng if rng is not None else np.random.default_rng(index)
+        image = self.images[rng.choice(len(self.images), p=self.weights)]
+        _, h, w = image.shape
+        largest = min(h, w) / self.size
+        scale = rng.uniform(self.min_scale, 1.0) if largest >= 1 / self.min_scale else 1.0
+        side = min(math.ceil(self.size / scale), h, w)
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = image[:, top:top + side, left:left + side]
+        if side != self.size:
+            crop = F.interpolate(crop[None], size=(self.size, self.size), mode="bicubic", antialias=True,
+                                 align_corners=False)[0].clamp(-1, 1)
+        k = int(rng.integers(0, 8))
+        crop = torch.rot90(crop, k % 4, dims=(1, 2))
+        if k >= 4:
+            crop = crop.flip(-1)
+        return Example(crop.contiguous(), -1)
