@@ -1,6 +1,7 @@
 """kuosan (扩散): diffusion models for images in σ-space.
 
-Python API: ``kuosan.train.train`` a model, ``kuosan.load`` it as a denoiser, ``kuosan.generate`` images.
+Python API: ``kuosan.train.train`` a model, ``kuosan.load`` it as a denoiser, ``kuosan.generate`` images;
+restore photos with ``kuosan.denoise``, ``kuosan.upscale``, ``kuosan.inpaint`` (``kuosan.estimate_noise``).
 Heavy modules are imported on first use so that ``import kuosan`` and ``kuosan --help`` stay fast.
 """
 
@@ -14,6 +15,10 @@ _LAZY = {
     "load": ("kuosan.checkpoint", "load"),
     "generate": ("kuosan.tasks.generate", "generate"),
     "RunConfig": ("kuosan.config", "RunConfig"),
+    "denoise": ("kuosan.tasks.restore", "denoise"),
+    "upscale": ("kuosan.tasks.restore", "upscale"),
+    "inpaint": ("kuosan.tasks.restore", "inpaint"),
+    "estimate_noise": ("kuosan.tasks.restore", "estimate_noise"),
 }
 
 

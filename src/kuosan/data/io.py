@@ -36,6 +36,22 @@ def load_image(path: str | os.PathLike, channels: int | None = None) -> Image.Im
     return to_mode(im, channels)
 
 
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as it is (mode, bit depth and alpha kept), EXIF orientation applied."""
+    path = Path(path)
+    if not path.is_file():
+        raise KuosanError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise KuosanError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
+    if im.mode == "CMYK" or im.mode == "YCbCr":
+        im = im.convert("RGB")
+    return im
+
+
 def to_mode(im: Image.Image, channels: int | None) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)

@@ -1,0 +1,38 @@
+"""The blind noise estimator on a real photo (the astronaut crop shipped for the demo) and flat images."""
+
+from importlib import resources
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kuosan.tasks.noise_level import estimate_noise_sigma
+
+
+def astronaut(gray: bool) -> np.ndarray:
+    with resources.files("kuosan.data.builtin").joinpath("astronaut.png").open("rb") as f:
+        im = Image.open(f).convert("L" if gray else "RGB")
+        return np.asarray(im, dtype=np.float64)
+
+
+@pytest.mark.parametrize("gray", [True, False], ids=["gray", "rgb"])
+@pytest.mark.parametrize("sigma", [5, 10, 15, 25, 50])
+def test_within_ten_percent_on_a_clean_photo_with_added_noise(gray, sigma):
+    clean = astronaut(gray)
+    noisy = clean + sigma * np.random.default_rng(sigma).standard_normal(clean.shape)
+    t = torch.from_numpy(noisy)
+    t = t if gray else t.permute(2, 0, 1)
+    assert abs(estimate_noise_sigma(t) / sigma - 1) < 0.10
+
+
+def test_exact_on_pure_noise_and_near_zero_on_a_smooth_image():
+    noise = 7.0 * torch.randn(1, 128, 128, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert estimate_noise_sigma(noise) == pytest.approx(7.0, rel=0.03)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    assert estimate_noise_sigma(100 * (xx + yy**2)) < 0.5
+
+
+def test_too_small_an_image_is_a_clear_error():
+    with pytest.raises(ValueError, match="too small"):
+        estimate_noise_sigma(torch.zeros(8, 8))

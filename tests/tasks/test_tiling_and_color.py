@@ -1,0 +1,70 @@
+"""Tiles give the untiled answer; the opponent-colour wrapper is an exact colour denoiser."""
+
+import math
+
+import pytest
+import torch
+
+from kuosan.diffusion.color import OpponentColorDenoiser, from_opponent, to_opponent
+from kuosan.diffusion.precond import EDMDenoiser
+from kuosan.nets.unet import UNet, preset
+from kuosan.tasks.tiling import TiledDenoiser, tile_starts
+
+
+def local_denoiser(channels=1):
+    torch.manual_seed(0)
+    net = UNet(preset("photo", channels=channels, base_channels=8, channel_mult=(1, 2), num_res_blocks=1))
+    for p in net.parameters():                 # zero-initialised output layers would hide tiling errors
+        torch.nn.init.normal_(p, std=0.05)
+    return EDMDenoiser(net, 0.5).eval()
+
+
+def test_tile_starts_cover_the_whole_length_with_overlap():
+    for length, tile, overlap in [(100, 32, 8), (64, 64, 8), (65, 64, 8), (300, 256, 64), (10, 32, 8)]:
+        starts = tile_starts(length, tile, overlap)
+        covered = set()
+        for s in starts:
+            covered.update(range(s, min(s + tile, length)))
+        assert covered == set(range(length))
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_tiled_equals_untiled_for_a_local_network():
+    d = local_denoiser()
+    x = torch.randn(1, 1, 96, 80, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.3])
+    with torch.no_grad():
+        full = d(x, sigma)
+        tiled = TiledDenoiser(d, tile=48, overlap=16)(x, sigma)
+        hard = TiledDenoiser(d, tile=48, overlap=0)(x, sigma)
+    # Tile borders change only what the network sees near them; blending over the overlap hides it.
+    assert (tiled - full).abs().mean() < 1e-4 * full.abs().mean()
+    assert (tiled - full).abs().max() < 1e-3 * full.abs().max()
+    assert (tiled - full).abs().max() < 0.5 * (hard - full).abs().max()
+    with torch.no_grad():   # an image that fits one tile goes through untouched
+        assert torch.equal(TiledDenoiser(d, tile=128, overlap=16)(x, sigma), full)
+
+
+def test_opponent_transform_is_orthonormal():
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    u = to_opponent(x)
+    assert torch.allclose(from_opponent(u), x)
+    assert torch.allclose(u.norm(), x.norm())
+    assert torch.allclose(u[:, 0], x.sum(1) / math.sqrt(3))
+
+
+@pytest.mark.parametrize("s", [0.2, 0.5])
+def test_opponent_wrapper_of_an_exact_gray_denoiser_is_the_exact_colour_denoiser(s):
+    # Colour pixels with x ~ N(0, s²·I₃) per pixel: the exact denoiser is s²/(s²+σ²)·x. The gray
+    # denoiser sees the channel mean, whose variance is s²/3, at noise σ/√3: the same shrinkage.
+    class Gray:
+        sigma_min, sigma_max, channels = 0.002, 80.0, 1
+
+        def __call__(self, x, sigma, **cond):
+            var = torch.where(torch.arange(len(x)) < len(x) // 3, s**2 / 3, s**2)   # mean plane first
+            sig = sigma.reshape(-1, 1, 1, 1)
+            return var.reshape(-1, 1, 1, 1) / (var.reshape(-1, 1, 1, 1) + sig**2) * x
+
+    x = torch.randn(2, 3, 4, 4)
+    out = OpponentColorDenoiser(Gray())(x, torch.tensor([0.3, 0.3]))
+    assert torch.allclose(out, s**2 / (s**2 + 0.09) * x, atol=1e-6)
