@@ -36,9 +36,9 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
                                        channel_axis=-1 if a.ndim == 3 else None))
 
 
-def timed(fn):
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
 
 
@@ -69,12 +69,11 @@ def main() -> None:
                 clean = crop(photos[name])
                 noisy = clean + sigma / 255 * np.random.default_rng(0).standard_normal(clean.shape)
                 noisy32 = noisy.astype(np.float32)
-                ours, t_ours = timed(lambda: kuosan.denoise(noisy32, sigma, model=prior))
-                auto, t_auto = timed(lambda: kuosan.denoise(noisy32, None, model=prior))
+                ours, t_ours = timed(kuosan.denoise, noisy32, sigma, model=prior)
+                auto, t_auto = timed(kuosan.denoise, noisy32, None, model=prior)
                 est = kuosan.estimate_noise(noisy32)
-                ens, t_ens = timed(lambda: kuosan.denoise(noisy32, sigma, model=prior, ensemble=4))
-                ref, t_ref = timed(lambda: bm3d.bm3d(noisy, sigma / 255) if channels == 1
-                                   else bm3d.bm3d_rgb(noisy, sigma / 255))
+                ens, t_ens = timed(kuosan.denoise, noisy32, sigma, model=prior, ensemble=4)
+                ref, t_ref = timed(bm3d.bm3d if channels == 1 else bm3d.bm3d_rgb, noisy, sigma / 255)
                 rows.append(dict(kind=kind, sigma=sigma, name=name, est=est,
                                  noisy=psnr(noisy, clean),
                                  ours=(psnr(ours, clean), ssim(ours, clean), t_ours),
@@ -132,7 +131,7 @@ def main() -> None:
                 bicubic = F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False)[0]
                 bicubic = bicubic[0].numpy() if channels == 1 else bicubic.permute(1, 2, 0).numpy()
                 low_np = low[0, 0].numpy() if channels == 1 else low[0].permute(1, 2, 0).numpy()
-                up, t = timed(lambda: kuosan.upscale(low_np, scale, model=prior))
+                up, t = timed(kuosan.upscale, low_np, scale, model=prior)
                 results.append((psnr(bicubic, clean), psnr(up, clean), t))
             b, k, t = (float(np.mean(v)) for v in zip(*results, strict=True))
             print(f"| {kind} | ×{scale} | {b:.2f} | {k:.2f} | {k - b:+.2f} | {t:.1f} |", flush=True)

@@ -116,7 +116,8 @@ def builtin_model_dir(name: str) -> Path:
     folder = Path(str(resources.files("kuosan").joinpath("models", name)))
     if not (folder / CONFIG_FILE).is_file():
         models = resources.files("kuosan").joinpath("models")
-        names = sorted(p.name for p in Path(str(models)).iterdir() if p.is_dir()) if models.is_dir() else []
+        names = sorted(p.name for p in Path(str(models)).iterdir() if (p / CONFIG_FILE).is_file()) \
+            if models.is_dir() else []
         raise KuosanError(f"unknown built-in model builtin:{name}; available: "
                           + (", ".join(f"builtin:{n}" for n in names) or "none in this install"))
     return folder

@@ -148,6 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RePaint resampling: redo each step this many times (harmonises the fill)")
     _restore_options(p)
 
+    p = sub.add_parser("eval", help="score a digit model: Fréchet distance, KID, conditional accuracy",
+                       formatter_class=fmt,
+                       description="Generate --n digits and score them against the 2,000 held-out digits "
+                                   "(builtin:digits-test) on the features of kuosan's shipped digit classifier. "
+                                   "Other kinds of data have no feature network in kuosan (none is downloaded).")
+    p.add_argument("model", metavar="MODEL", help="run folder, checkpoint folder or builtin:digits")
+    p.add_argument("--n", type=_positive_int, default=2000, help="number of samples (≥ 2)")
+    p.add_argument("--sampler", default="heun", choices=samplers.available(), help="sampling algorithm")
+    p.add_argument("--steps", type=_positive_int, default=18, help="sampler steps")
+    p.add_argument("--nfe", type=_positive_int, help="budget of network calls instead of --steps")
+    p.add_argument("--guidance", type=_nonneg_float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--sweep-steps", metavar="NFE,NFE,...",
+                   help="instead: print the scores against the NFE budget for each sampler in --samplers")
+    p.add_argument("--samplers", metavar="NAME,NAME,...", help="samplers for --sweep-steps (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--batch-size", type=_positive_int, default=500, help="images per network batch")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
     p = sub.add_parser("info", help="describe a model", formatter_class=fmt)
     p.add_argument("model", metavar="MODEL", help="run folder, checkpoint folder or builtin:NAME")
     return parser
@@ -263,6 +281,65 @@ def cmd_inpaint(args) -> None:
                   tile=args.tile, device=resolve_device(args.device), progress=True)
     _save_result(out, dst)
     print(f"kuosan: wrote {dst}")
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise KuosanError(f"{what} {text!r}: give whole numbers separated by commas") from None
+    if not values or min(values) < 1:
+        raise KuosanError(f"{what} {text!r}: give positive whole numbers separated by commas")
+    return values
+
+
+def cmd_eval(args) -> None:
+    import torch
+
+    from kuosan import samplers
+    from kuosan.checkpoint import load
+    from kuosan.tasks.evaluate import load_classifier, score_digits
+    from kuosan.tasks.generate import generate
+    from kuosan.train.trainer import resolve_device
+
+    if args.n < 2:
+        raise KuosanError("--n must be at least 2")
+    budgets = _int_list(args.sweep_steps, "--sweep-steps") if args.sweep_steps else None
+    names = [n.strip() for n in args.samplers.split(",")] if args.samplers else samplers.available()
+    unknown = [n for n in names if n not in samplers.available()]
+    if unknown:
+        raise KuosanError(f"--samplers: unknown sampler {unknown[0]!r}; available: {', '.join(samplers.available())}")
+    denoiser = load(args.model, device=resolve_device(args.device))
+    data = denoiser.config.data
+    if (data.size, data.channels) != (28, 1):
+        raise KuosanError(f"{args.model}: kuosan eval scores 28×28 gray digit models with its digit classifier; "
+                          f"this model makes {data.size}×{data.size}×{data.channels} images, and kuosan has no "
+                          "feature network for them (it never downloads one)")
+    classifier = load_classifier()
+    classes = len(data.class_names)
+    labels = torch.arange(args.n) % classes if classes else None
+
+    def run(sampler: str, steps: int | None, nfe: int | None):
+        images = generate(denoiser, args.n, sampler=sampler, steps=steps, nfe=nfe, seed=args.seed, labels=labels,
+                          guidance=args.guidance, batch_size=args.batch_size, progress=True)
+        return score_digits(images.cpu(), labels, classifier)
+
+    acc_head = " | class accuracy" if classes else ""
+    accuracy = classifier.card.get("held_out_accuracy", 0)
+    print(f"evaluator: kuosan digit classifier (held-out accuracy {accuracy:.4f}); the yardsticks are two "
+          "disjoint halves of the held-out digits against each other")
+    print("| sampler | NFE | FD (n vs 2000 real) | FD (≤1000 vs 1000) | FD real-vs-real | KID | KID real-vs-real"
+          f"{acc_head} |")
+    print("|---|---|---|---|---|---|---|" + ("---|" if classes else ""))
+    jobs = [(s, None, b) for s in names for b in budgets] if budgets else \
+        [(args.sampler, None if args.nfe else args.steps, args.nfe)]
+    for sampler, steps, nfe in jobs:
+        sc = run(sampler, steps, nfe)
+        info = samplers.info(sampler)
+        calls = info.calls(info.steps_for(nfe) if nfe else steps)
+        acc = f" | {sc.accuracy:.4f}" if sc.accuracy is not None else ""
+        print(f"| {sampler} | {calls} | {sc.fd:.3f} | {sc.fd_half:.3f} | {sc.fd_reference:.3f} | {sc.kid:.5f} | "
+              f"{sc.kid_reference:.5f}{acc} |", flush=True)
 
 
 def cmd_train(args) -> None:
@@ -387,7 +464,7 @@ def cmd_info(args) -> None:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "denoise": cmd_denoise,
-            "upscale": cmd_upscale, "inpaint": cmd_inpaint}
+            "upscale": cmd_upscale, "inpaint": cmd_inpaint, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:
