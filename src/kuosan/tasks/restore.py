@@ -40,8 +40,9 @@ def pixel_to_model_sigma(sigma_255: float) -> float:
     return 2.0 * sigma_255 / 255.0
 
 
-def prepare(denoiser, channels: int, tile: int = 256, overlap: int = 64):
-    """Fit ``denoiser`` to images with ``channels`` channels, computed in tiles."""
+def prepare(denoiser, channels: int, tile: int = 256, overlap: int = 64, progress: bool = False):
+    """Fit ``denoiser`` to images with ``channels`` channels, computed in tiles (a bar over tiles if
+    ``progress``)."""
     model_channels = denoiser.channels if hasattr(denoiser, "channels") else denoiser.net.channels
     if model_channels == channels:
         fitted = denoiser
@@ -51,7 +52,7 @@ def prepare(denoiser, channels: int, tile: int = 256, overlap: int = 64):
     else:
         raise KuosanError(f"this model restores {model_channels}-channel images; the image has {channels} "
                           "(convert the image, or use a model trained on that kind)")
-    return TiledDenoiser(fitted, tile, overlap) if tile else fitted
+    return TiledDenoiser(fitted, tile, overlap, progress) if tile else fitted
 
 
 _DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
@@ -301,7 +302,7 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
         if not sigma >= 0:
             raise KuosanError(f"sigma must be ≥ 0, got {sigma}")
         sigma_model = pixel_to_model_sigma(sigma)
-    d = prepare(load_prior(model, device), picture.channels, tile)
+    d = prepare(load_prior(model, device), picture.channels, tile, progress=progress and mode == "mmse")
     out = denoise_tensor(d, picture.tensor.to(device), sigma_model, mode=mode, steps=steps, seed=seed,
                          ensemble=ensemble, progress=progress)
     return picture.give_back(out)

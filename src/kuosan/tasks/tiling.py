@@ -37,11 +37,11 @@ def _ramp(length: int, start: int, tile: int, total: int, overlap: int) -> Tenso
 class TiledDenoiser(nn.Module):
     """D computed tile by tile (see module docstring); images that fit one tile go through unchanged."""
 
-    def __init__(self, denoiser, tile: int = 256, overlap: int = 64):
+    def __init__(self, denoiser, tile: int = 256, overlap: int = 64, progress: bool = False):
         super().__init__()
         if tile < 16 or not 0 <= overlap < tile // 2:
             raise ValueError(f"need tile ≥ 16 and 0 ≤ overlap < tile/2, got tile={tile}, overlap={overlap}")
-        self.denoiser, self.tile, self.overlap = denoiser, tile, overlap
+        self.denoiser, self.tile, self.overlap, self.progress = denoiser, tile, overlap, progress
         self.sigma_min = denoiser.sigma_min
         self.sigma_max = denoiser.sigma_max
         self.channels = denoiser.channels
@@ -53,12 +53,22 @@ class TiledDenoiser(nn.Module):
         out = torch.zeros_like(x)
         weight = torch.zeros((h, w), dtype=x.dtype, device=x.device)
         th, tw = min(self.tile, h), min(self.tile, w)
-        for top in tile_starts(h, th, self.overlap):
+        rows, cols = tile_starts(h, th, self.overlap), tile_starts(w, tw, self.overlap)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(rows) * len(cols), unit="tile", leave=False, dynamic_ncols=True)
+        for top in rows:
             wy = _ramp(th, top, th, h, self.overlap).to(x)
-            for left in tile_starts(w, tw, self.overlap):
+            for left in cols:
                 wx = _ramp(tw, left, tw, w, self.overlap).to(x)
                 patch = self.denoiser(x[..., top:top + th, left:left + tw], sigma, **cond)
                 wt = wy[:, None] * wx[None, :]
                 out[..., top:top + th, left:left + tw] += patch * wt
                 weight[top:top + th, left:left + tw] += wt
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
         return out / weight
