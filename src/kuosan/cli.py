@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=500, help="images per network batch")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
+    p = sub.add_parser("demo", help="show what kuosan does, with the shipped models (about a minute on a CPU)",
+                       formatter_class=fmt)
+    p.add_argument("--out", default="kuosan-demo", help="folder to write (index.html and images)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and few steps (seconds; for tests)")
+
     p = sub.add_parser("info", help="describe a model", formatter_class=fmt)
     p.add_argument("model", metavar="MODEL", help="run folder, checkpoint folder or builtin:NAME")
     return parser
@@ -342,6 +347,16 @@ def cmd_eval(args) -> None:
               f"{sc.kid_reference:.5f}{acc} |", flush=True)
 
 
+def cmd_demo(args) -> None:
+    from kuosan.tasks.demo import run_demo
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise KuosanError(f"--out {out}: exists and is not a folder")
+    page = run_demo(out, quick=args.quick, log=lambda text: print(text, file=sys.stderr))
+    print(f"kuosan: demo written; open {page.resolve()}")
+
+
 def cmd_train(args) -> None:
     from dataclasses import replace
 
@@ -464,7 +479,8 @@ def cmd_info(args) -> None:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "denoise": cmd_denoise,
-            "upscale": cmd_upscale, "inpaint": cmd_inpaint, "eval": cmd_eval}
+            "upscale": cmd_upscale, "inpaint": cmd_inpaint, "eval": cmd_eval,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,3 +60,14 @@ def test_eval_cli_prints_scores_and_refuses_non_digit_models(tmp_path, capsys):
     assert "no feature network" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "m"), "--sweep-steps", "5,x"]) == 2
     assert main(["eval", str(tmp_path / "m"), "--sweep-steps", "5", "--samplers", "nope"]) == 2
+
+
+def test_demo_runs_end_to_end_and_writes_every_file_it_links(tmp_path):
+    import re
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quick"]) == 0
+    page = (tmp_path / "demo" / "index.html").read_text()
+    linked = re.findall(r'src="([^"]+)"', page)
+    assert len(linked) == 5 and "PSNR" in page
+    for name in linked:
+        assert (tmp_path / "demo" / name).stat().st_size > 0

@@ -40,6 +40,8 @@ class OpponentColorDenoiser(nn.Module):
     def __init__(self, gray: nn.Module):
         super().__init__()
         self.gray = gray
+        self.sigma_min = getattr(gray, "sigma_min", 0.002)
+        self.sigma_max = getattr(gray, "sigma_max", 80.0)
 
     def forward(self, x: Tensor, sigma: Tensor | float, **cond) -> Tensor:
         if x.shape[1] != 3:

@@ -4,7 +4,9 @@ samples ("does a 7 come out as a 7?").
 
 - Fréchet distance (Heusel et al. 2017): ‖μ₁ − μ₂‖² + tr(C₁ + C₂ − 2 (C₁^½ C₂ C₁^½)^½), in float64 with
   symmetric square roots (eigh), so it is exact for the sample moments.
-- KID (Bińkowski et al. 2018): the unbiased MMD² estimator with the kernel k(x, y) = (xᵀy / d + 1)³.
+- KID (Bińkowski et al. 2018): the unbiased MMD² estimator with the kernel k(x, y) = (xᵀy / d + 1)³. The
+  kernel is scale-sensitive, so ``score_digits`` first divides all features by the RMS of the real ones
+  (Inception features, for which the kernel was designed, have xᵀy/d of order 1; ours would not).
 
 Both are biased or noisy for small sets; compare numbers from sets of the same sizes. ``evaluate_digits``
 reports the model against the 2,000 held-out digits and, as the yardstick, two disjoint halves of those
@@ -115,6 +117,8 @@ def score_digits(samples: Tensor, labels: Tensor | None, classifier=None) -> Dig
     half_a, half_b = real[0::2], real[1::2]
     k = min(len(fake), len(half_b))
     acc = float((pred == labels.to(pred.device)).float().mean()) if labels is not None else None
-    return DigitScores(n=len(fake), fd=frechet_distance(fake, real), kid=kernel_inception_distance(fake, real),
+    rms = real.double().pow(2).mean().sqrt()
+    return DigitScores(n=len(fake), fd=frechet_distance(fake, real),
+                       kid=kernel_inception_distance(fake / rms, real / rms),
                        fd_half=frechet_distance(fake[:k], half_b), fd_reference=frechet_distance(half_a, half_b),
-                       kid_reference=kernel_inception_distance(half_a, half_b), accuracy=acc)
+                       kid_reference=kernel_inception_distance(half_a / rms, half_b / rms), accuracy=acc)

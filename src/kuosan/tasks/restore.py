@@ -43,12 +43,11 @@ def pixel_to_model_sigma(sigma_255: float) -> float:
 def prepare(denoiser, channels: int, tile: int = 256, overlap: int = 64, progress: bool = False):
     """Fit ``denoiser`` to images with ``channels`` channels, computed in tiles (a bar over tiles if
     ``progress``)."""
-    model_channels = denoiser.channels if hasattr(denoiser, "channels") else denoiser.net.channels
+    model_channels = denoiser.channels
     if model_channels == channels:
         fitted = denoiser
     elif model_channels == 1 and channels == 3:
         fitted = OpponentColorDenoiser(denoiser)
-        fitted.sigma_min, fitted.sigma_max = denoiser.sigma_min, denoiser.sigma_max
     else:
         raise KuosanError(f"this model restores {model_channels}-channel images; the image has {channels} "
                           "(convert the image, or use a model trained on that kind)")
@@ -76,7 +75,7 @@ def denoise_tensor(denoiser, y: Tensor, sigma: float, *, mode: str = "mmse", ste
     ``ensemble`` (1–8) averages the MMSE estimate over that many of the 8 flips/rotations (self-ensemble:
     a little more PSNR for that many times the time).
     """
-    if sigma <= 0:
+    if sigma <= denoiser.sigma_min:      # below what the model knows: nothing to remove
         return y.clone()
     sigma = min(sigma, denoiser.sigma_max)
     if mode == "mmse":
