@@ -24,16 +24,7 @@ def load_image(path: str | os.PathLike, channels: int | None = None) -> Image.Im
     With ``channels=None`` gray-like modes become L and everything else RGB. 16-bit images are scaled to
     8 bits; transparent pixels are composited onto white for 3-channel output.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise KuosanError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise KuosanError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
-    return to_mode(im, channels)
+    return to_mode(open_image(path), channels)
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:

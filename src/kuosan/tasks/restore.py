@@ -206,6 +206,8 @@ class _Picture:
         import numpy as np
         from PIL import Image
 
+        from kuosan.data.io import _palette_is_gray
+
         self.alpha = None
         if isinstance(image, Image.Image):
             self.kind, self.mode = "pil", image.mode
@@ -219,7 +221,7 @@ class _Picture:
                     rgba = image.convert("RGBA" if image.mode != "LA" else "LA")
                     self.alpha = np.asarray(rgba)[..., -1].astype(np.float64) / 255
                     image = rgba
-                gray = image.mode in ("L", "LA", "1") or (image.mode == "P" and _palette_gray(image))
+                gray = image.mode in ("L", "LA", "1") or (image.mode == "P" and _palette_is_gray(image))
                 arr = np.asarray(image.convert("L" if gray else "RGB"), dtype=np.float64) / 255
                 self.mode = ("LA" if gray else "RGBA") if self.alpha is not None else ("L" if gray else "RGB")
         else:
@@ -266,13 +268,6 @@ class _Picture:
         if alpha is not None:
             out.putalpha(Image.fromarray(np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8)))
         return out
-
-
-def _palette_gray(im) -> bool:
-    import numpy as np
-
-    palette = np.asarray(im.getpalette() or [], dtype=np.int32).reshape(-1, 3)
-    return bool(len(palette)) and bool((palette == palette[:, :1]).all())
 
 
 def load_prior(model, device="cpu"):
