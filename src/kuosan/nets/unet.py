@@ -67,6 +67,8 @@ PRESETS: dict[str, UNetConfig] = {
     # ~1M parameters: 28–32 px digits and icons on a CPU.
     "tiny": UNetConfig(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,),
                        embedding_mult=4),
+    "tinyfast": UNetConfig(base_channels=16, channel_mult=(1, 4, 4), num_res_blocks=1, attention_levels=(2,),
+                           embedding_mult=8),
     # ~8M parameters: 32–64 px colour images on a GPU (or patient CPUs).
     "small": UNetConfig(base_channels=64, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(2,),
                         embedding_mult=4),

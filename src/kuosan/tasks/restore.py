@@ -83,7 +83,8 @@ def denoise_tensor(denoiser, y: Tensor, sigma: float, *, mode: str = "mmse", ste
             raise KuosanError(f"ensemble must be 1 to 8, got {ensemble}")
         total = torch.zeros_like(y)
         for k, flip in _DIHEDRAL[:ensemble]:
-            total += _untransform(denoiser(_transform(y, k, flip), torch.full((y.shape[0],), sigma)), k, flip)
+            sigma_batch = torch.full((y.shape[0],), sigma, device=y.device)
+            total += _untransform(denoiser(_transform(y, k, flip), sigma_batch), k, flip)
         return total / ensemble
     if mode != "sample":
         raise KuosanError(f"mode {mode!r}: use mmse or sample")
