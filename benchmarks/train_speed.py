@@ -17,11 +17,11 @@ import time
 import torch
 
 
-def kuosan_step_fn(batch: torch.Tensor):
+def kuosan_step_fn(batch: torch.Tensor, name: str = "tiny"):
     from kuosan.diffusion import EDMDenoiser, EDMLoss
     from kuosan.nets import UNet, count_parameters, preset
 
-    denoiser = EDMDenoiser(UNet(preset("tiny", channels=1)))
+    denoiser = EDMDenoiser(UNet(preset(name, channels=1)))
     opt = torch.optim.AdamW(denoiser.parameters(), lr=1e-3)
     loss_fn = EDMLoss()
 
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--presets", default="tiny", help="kuosan presets to time, comma-separated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -69,7 +70,8 @@ def main() -> None:
     images, _ = builtin_digits_arrays()
     batch = torch.from_numpy(images[: args.batch]).float()[:, None] / 127.5 - 1
 
-    contenders = {"kuosan tiny (EDM)": kuosan_step_fn(batch)}
+    presets = [p.strip() for p in args.presets.split(",")]
+    contenders = {f"kuosan {p} (EDM)": kuosan_step_fn(batch, p) for p in presets}
     for layers, widths in ((2, (32, 64, 64)), (1, (32, 64, 64))):
         step, n = diffusers_step_fn(batch, layers, widths)
         contenders[f"diffusers UNet2DModel {list(widths)}×{layers}"] = (step, n)
@@ -84,7 +86,7 @@ def main() -> None:
             step()
             times[name].append(time.perf_counter() - t0)
 
-    base = args.batch / statistics.median(times["kuosan tiny (EDM)"])
+    base = args.batch / statistics.median(times[f"kuosan {presets[0]} (EDM)"])
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, 28×28×1, "
           f"{args.steps} timed steps each (median)")
     print(f"{'model':40s} {'params':>9s} {'images/s':>9s} {'kuosan ×':>9s}")
