@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kuosan.config import RunConfig
+from kuosan.data.io import _umask
 from kuosan.diffusion.precond import EDMDenoiser
 from kuosan.errors import KuosanError
 from kuosan.nets.unet import UNet
@@ -52,20 +53,26 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(folder: Path, config: RunConfig, ema: nn.Module,
-                    training_state: dict | None = None) -> Path:
-    """Write a checkpoint folder atomically (temporary sibling folder, fsync, rename)."""
+def save_checkpoint(folder: Path, config: RunConfig, ema: nn.Module, training_state: dict | None = None,
+                    dtype: torch.dtype = torch.float32, card: dict | None = None) -> Path:
+    """Write a checkpoint folder atomically (temporary sibling folder, fsync, rename). Weights are stored in
+    ``dtype`` (float16 halves a shipped model; ``load`` casts back); ``card`` is written as card.json."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        state = {k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()}
+        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in ema.state_dict().items()}
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "kuosan", "config": CONFIG_FILE})
+        if card is not None:
+            (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
         if training_state is not None:
             torch.save(training_state, tmp / STATE_FILE)
+        mask = _umask()
         for f in tmp.iterdir():
             _fsync_file(f)
+            os.chmod(f, 0o666 & ~mask)          # mkdtemp/safetensors leave 0600/0700; use the usual modes
+        os.chmod(tmp, 0o777 & ~mask)
         _fsync_dir(tmp)
         if folder.exists():
             shutil.rmtree(folder)
@@ -79,26 +86,10 @@ def save_checkpoint(folder: Path, config: RunConfig, ema: nn.Module,
 
 def export_model(ref: str | os.PathLike, dest: Path, dtype: torch.dtype = torch.float16,
                  card: dict | None = None) -> Path:
-    """Write a model folder for shipping: ``config.json`` and EMA weights in ``dtype`` (half the size at
-    float16; ``load`` casts back to float32), plus ``card.json`` when given. Atomic like checkpoints."""
-    source = resolve_model(ref)
-    config = read_config(source)
-    state = {k: v.to(dtype).contiguous() for k, v in load_file(source / WEIGHTS_FILE).items()}
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "kuosan", "config": CONFIG_FILE})
-        if card is not None:
-            (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+    """Write a model folder for shipping: ``config.json`` and EMA weights in ``dtype``, plus ``card.json``
+    when given; no training state."""
+    model = load(ref)
+    return save_checkpoint(Path(dest), model.config, model, dtype=dtype, card=card)
 
 
 def checkpoint_folders(run: Path) -> list[Path]:
