@@ -54,6 +54,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     workers: int = 0                 # data-loading processes
     max_minutes: float = 0.0         # stop (with a final checkpoint) after this much wall time; 0 = no limit
+    max_bad_steps: int = 10          # stop after this many non-finite losses/gradients in a row
 
 
 @dataclass(frozen=True)

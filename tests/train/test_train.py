@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 import kuosan
@@ -71,3 +72,43 @@ def test_class_conditional_training_and_guided_sampling(tmp_path):
     assert denoiser.config.data.class_names == ("a", "b")
     out = kuosan.generate(denoiser, 4, steps=3, labels=[0, 1, 0, 1], guidance=2.0)
     assert out.shape == (4, 1, 8, 8) and torch.isfinite(out).all()
+
+
+class _PoisonedDigits:
+    """Eight pattern images; the ones listed in ``poisoned`` are NaN (a broken decoder, a bad file)."""
+
+    class_names: list = []
+
+    def __init__(self, poisoned):
+        from kuosan.data.folder import Example
+        from tests.helpers import pattern_images
+
+        self.example = Example
+        self.images = [torch.from_numpy(a).float()[None] / 127.5 - 1 for a in pattern_images(8)]
+        for k in poisoned:
+            self.images[k] = torch.full_like(self.images[k], float("nan"))
+
+    def __len__(self):
+        return len(self.images)
+
+    def get(self, index, rng=None):
+        return self.example(self.images[index], -1)
+
+
+def test_non_finite_steps_are_skipped_and_weights_stay_finite(tmp_path, capsys):
+    config = tiny_config("poisoned", steps=16, batch=1, checkpoint_every=8)
+    last = train(config, tmp_path / "run", device="cpu", progress=False, dataset=_PoisonedDigits([0]))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # Image 0 comes up once per epoch of 8 positions: twice in 16 steps, each step skipped with a warning.
+    assert records[-1]["skipped_steps"] == 2
+    assert capsys.readouterr().err.count("non-finite loss or gradient, update skipped") == 2
+    assert all(r["loss"] is None or r["loss"] == r["loss"] for r in records)      # NaN never logged
+    model = load(last)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_too_many_non_finite_steps_in_a_row_stop_with_a_clear_error_and_no_checkpoint(tmp_path):
+    config = tiny_config("poisoned", steps=50, batch=2, max_bad_steps=5)
+    with pytest.raises(kuosan.KuosanError, match="5 non-finite losses or gradients in a row"):
+        train(config, tmp_path / "run", device="cpu", progress=False, dataset=_PoisonedDigits(range(8)))
+    assert checkpoint_folders(tmp_path / "run") == []

@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -146,6 +147,7 @@ def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bo
     bar = tqdm(total=tc.steps, disable=not progress, unit="step", dynamic_ncols=True)
     start = last_time = time.perf_counter()
     images_since, loss_sum, loss_count = 0, 0.0, 0
+    skipped, bad_in_a_row, grad_norm = 0, 0, torch.tensor(0.0)
     last_ckpt = None
     denoiser.train()
     with open(log_path, "a") as log:
@@ -160,30 +162,53 @@ def train(config: RunConfig, out: str | Path, device: str = "auto", progress: bo
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(denoiser, images, generator=noise_gen, **cond).mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(denoiser.parameters(), tc.grad_clip or math.inf)
-            optimizer.step()
-            update_ema(ema, denoiser, ema_beta(tc.batch, step * tc.batch, tc.ema_halflife_kimg, tc.ema_rampup))
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(denoiser.parameters(), tc.grad_clip or math.inf)
+                finite = bool(torch.isfinite(grad_norm))
+            if finite:
+                optimizer.step()
+                update_ema(ema, denoiser,
+                           ema_beta(tc.batch, step * tc.batch, tc.ema_halflife_kimg, tc.ema_rampup))
+                bad_in_a_row = 0
+            else:
+                # A non-finite loss or gradient (bad data, overflow): skip the update, keep the weights.
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                bad_in_a_row += 1
+                bar.write(f"kuosan: warning: step {step}: non-finite loss or gradient, update skipped",
+                          file=sys.stderr)
+                if bad_in_a_row >= tc.max_bad_steps:
+                    raise KuosanError(f"training stopped at step {step}: {bad_in_a_row} non-finite losses or "
+                                      "gradients in a row (check the data for NaN/inf, or lower --lr)")
 
             out_of_time = tc.max_minutes > 0 and time.perf_counter() - start >= tc.max_minutes * 60
             last_step = step == tc.steps or out_of_time
-            loss_sum += float(loss.detach())
-            loss_count += 1
+            if finite:
+                loss_sum += float(loss.detach())
+                loss_count += 1
             images_since += images.shape[0]
             bar.update(1)
             if step % tc.log_every == 0 or last_step:
                 now = time.perf_counter()
                 rate = images_since / max(now - last_time, 1e-9)
-                record = {"step": step, "loss": loss_sum / loss_count, "lr": optimizer.param_groups[0]["lr"],
-                          "grad_norm": float(grad_norm), "images_per_s": rate, "elapsed_s": now - start}
+                record = {"step": step, "loss": loss_sum / loss_count if loss_count else None,
+                          "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                          "images_per_s": rate, "elapsed_s": now - start, "skipped_steps": skipped}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{record['loss'] or float('nan'):.4f}", img_s=f"{rate:.0f}")
                 last_time, images_since, loss_sum, loss_count = now, 0, 0.0, 0
             paused_at = time.perf_counter()  # previews and checkpoints are left out of images/s
             if step % tc.sample_every == 0 or last_step:
                 preview_grid(ema, config, out / "samples" / f"step-{step:07d}.png", dev)
             if step % tc.checkpoint_every == 0 or last_step:
+                if not all(bool(torch.isfinite(t).all()) for t in [*ema.state_dict().values(),
+                                                                    *denoiser.state_dict().values()]
+                           if t.is_floating_point()):
+                    raise KuosanError(f"step {step}: the weights hold NaN or inf; no checkpoint was written"
+                                      + (f" (the last good one is {last_ckpt})" if last_ckpt else ""))
                 last_ckpt = save_checkpoint(
                     out / CHECKPOINTS_DIR / f"step-{step:07d}", config, ema,
                     {"step": step, "model": denoiser.state_dict(), "optimizer": optimizer.state_dict(),
