@@ -216,20 +216,9 @@ def _save_result(image, dst: Path) -> None:
 
 
 def _panel(images, dst: str) -> None:
-    """Images side by side (same height), 8-bit RGB, written atomically."""
-    from PIL import Image
+    from kuosan.data.io import save_image, side_by_side
 
-    from kuosan.data.io import save_image
-
-    images = [im.convert("RGB") if not im.mode.startswith("I") else
-              Image.eval(im, lambda v: v / 257).convert("RGB") for im in images]
-    h = max(im.height for im in images)
-    panel = Image.new("RGB", (sum(im.width for im in images) + 8 * (len(images) - 1), h), "white")
-    left = 0
-    for im in images:
-        panel.paste(im, (left, 0))
-        left += im.width + 8
-    save_image(panel, dst)
+    save_image(side_by_side(images), dst)
 
 
 def cmd_denoise(args) -> None:

@@ -121,6 +121,19 @@ def save_image(image: Image.Image | Tensor, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
 
 
+def side_by_side(images: list[Image.Image], gap: int = 8) -> Image.Image:
+    """Images in a row on white, ``gap`` pixels apart, as 8-bit RGB (16-bit gray is scaled to 8 bits)."""
+    images = [Image.eval(im, lambda v: v / 257).convert("RGB") if im.mode.startswith("I") else im.convert("RGB")
+              for im in images]
+    panel = Image.new("RGB", (sum(im.width for im in images) + gap * (len(images) - 1),
+                              max(im.height for im in images)), "white")
+    left = 0
+    for im in images:
+        panel.paste(im, (left, 0))
+        left += im.width + gap
+    return panel
+
+
 def make_grid(images: Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> Tensor:
     """Tile [B, C, H, W] into one [C, H', W'] image, ``nrow`` images per row (default: near square)."""
     b, c, h, w = images.shape

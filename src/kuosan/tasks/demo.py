@@ -16,21 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kuosan.data.io import atomic_write, save_grid, save_image
+from kuosan.data.io import atomic_write, save_grid, save_image, side_by_side
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
-
-
-def _side_by_side(images: list[Image.Image]) -> Image.Image:
-    h = max(im.height for im in images)
-    panel = Image.new("RGB", (sum(im.width for im in images) + 6 * (len(images) - 1), h), "white")
-    left = 0
-    for im in images:
-        panel.paste(im.convert("RGB"), (left, 0))
-        left += im.width + 6
-    return panel
 
 
 def demo_photo() -> Image.Image:
@@ -87,7 +77,7 @@ def run_demo(out: str | Path, quick: bool = False, log=print) -> Path:
     denoised = kuosan.denoise(noisy, sigma)
     t_denoise = time.perf_counter() - start
     p_noisy, p_denoised = _psnr(np.asarray(noisy), clean), _psnr(np.asarray(denoised), clean)
-    save_image(_side_by_side([noisy, denoised, photo]), out / "denoise.png")
+    save_image(side_by_side([noisy, denoised, photo], gap=6), out / "denoise.png")
     log(f"kuosan demo: denoising {p_noisy:.2f} → {p_denoised:.2f} dB in {t_denoise:.1f} s")
     sections.append(("Denoising (noisy | kuosan | clean)", "denoise.png",
                      f"Noise σ = 25 added; kuosan estimated σ = {sigma:.1f} from the image alone. PSNR "
@@ -100,7 +90,7 @@ def run_demo(out: str | Path, quick: bool = False, log=print) -> Path:
     t_up = time.perf_counter() - start
     bicubic = small.resize(crop.size, Image.BICUBIC)
     p_bic, p_up = _psnr(np.asarray(bicubic), np.asarray(crop)), _psnr(np.asarray(big), np.asarray(crop))
-    save_image(_side_by_side([small.resize(crop.size, Image.NEAREST), bicubic, big, crop]), out / "upscale.png")
+    save_image(side_by_side([small.resize(crop.size, Image.NEAREST), bicubic, big, crop], gap=6), out / "upscale.png")
     log(f"kuosan demo: upscale ×2 bicubic {p_bic:.2f} dB, kuosan {p_up:.2f} dB in {t_up:.1f} s")
     sections.append(("Upscaling ×2 (input | bicubic | kuosan | original)", "upscale.png",
                      f"PSNR bicubic {p_bic:.2f} dB, kuosan {p_up:.2f} dB, {t_up:.1f} s."))
@@ -113,7 +103,7 @@ def run_demo(out: str | Path, quick: bool = False, log=print) -> Path:
     t_in = time.perf_counter() - start
     holed = np.asarray(crop).copy()
     holed[mask > 0] = 255
-    save_image(_side_by_side([Image.fromarray(holed), filled, crop]), out / "inpaint.png")
+    save_image(side_by_side([Image.fromarray(holed), filled, crop], gap=6), out / "inpaint.png")
     log(f"kuosan demo: inpainting in {t_in:.1f} s")
     sections.append(("Inpainting (hole | kuosan | original)", "inpaint.png", f"{t_in:.1f} s."))
 
