@@ -27,7 +27,7 @@ from kuosan import samplers
 from kuosan.diffusion.color import OpponentColorDenoiser
 from kuosan.diffusion.ladders import karras_sigmas
 from kuosan.errors import KuosanError
-from kuosan.samplers.sde import ancestral_split
+from kuosan.samplers.sde import euler_ancestral
 from kuosan.tasks.noise_level import estimate_noise_sigma
 from kuosan.tasks.operators import BoxDownsample, ConsistentDenoiser, Mask
 from kuosan.tasks.tiling import TiledDenoiser
@@ -119,7 +119,7 @@ def upscale_tensor(denoiser, low: Tensor, scale: int, *, mode: str = "mmse", ste
         return _plug_and_play(denoiser, op, low, start, steps or 10, progress)
     if mode != "sample":
         raise KuosanError(f"mode {mode!r}: use mmse or sample")
-    return _consistent_sampling(denoiser, op, low, start, steps or 20, seed, eta, None, progress)
+    return _consistent_sampling(denoiser, op, low, start, steps or 20, seed, eta, progress)
 
 
 def _plug_and_play(denoiser, op, y: Tensor, start: Tensor, steps: int, progress: bool,
@@ -150,18 +150,18 @@ def inpaint_tensor(denoiser, image: Tensor, fill: Tensor, *, steps: int = 25, re
     # Start from the known pixels with the mean of the known ones in the hole.
     mean = (image * known).sum((-2, -1), keepdim=True) / known.sum().clamp_min(1)
     start = known * image + (1 - known) * mean
-    return _consistent_sampling(denoiser, op, y, start, steps, seed, eta, None, progress, resample=resample)
+    return _consistent_sampling(denoiser, op, y, start, steps, seed, eta, progress, resample=resample)
 
 
 def _consistent_sampling(denoiser, op, y: Tensor, start: Tensor, steps: int, seed: int, eta: float,
-                         sigma_start: float | None, progress: bool, resample: int = 1) -> Tensor:
-    """Ancestral (η) sampling with D' = project(D) on a Karras ladder; ``resample`` > 1 re-noises each step
-    back to its starting σ and repeats it (RePaint), the last pass going on."""
+                         progress: bool, resample: int = 1) -> Tensor:
+    """``euler_ancestral`` (noise fraction η) with D' = project(D) on a Karras ladder from the prior's σ_max,
+    one step at a time so that, with ``resample`` > 1, each step can be re-noised back to its starting σ
+    and repeated (RePaint), the last pass going on."""
     if steps < 1:
         raise KuosanError(f"steps must be at least 1, got {steps}")
     consistent = ConsistentDenoiser(denoiser, op, y)
-    hi = sigma_start if sigma_start is not None else denoiser.sigma_max
-    sigmas = karras_sigmas(steps, max(denoiser.sigma_min, 0.002), hi).to(y.device)
+    sigmas = karras_sigmas(steps, max(denoiser.sigma_min, 0.002), denoiser.sigma_max).to(y.device)
     g = torch.Generator(device=y.device).manual_seed(seed)
 
     def noise_like(x):
@@ -172,19 +172,11 @@ def _consistent_sampling(denoiser, op, y: Tensor, start: Tensor, steps: int, see
     for i in range(steps):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         for r in range(resample):
-            x0 = consistent(x, torch.full((x.shape[0],), s, device=x.device))
-            if s_next == 0:
-                x_next = x0
-            else:
-                # Ancestral step s → s_next (η = 1: DDPM's posterior; η = 0: DDIM).
-                s_down, s_up = (float(v) for v in ancestral_split(torch.tensor(s), torch.tensor(s_next), eta))
-                x_next = x0 + s_down / s * (x - x0) + s_up * noise_like(x)
+            x = euler_ancestral(consistent, x, sigmas[i:i + 2], generator=g, eta=eta)
             if bar is not None:
                 bar.update(1)
             if r < resample - 1 and s_next > 0:
-                x = x_next + math.sqrt(s**2 - s_next**2) * noise_like(x)   # back to σ = s
-            else:
-                x = x_next
+                x = x + math.sqrt(s**2 - s_next**2) * noise_like(x)   # back to σ = s
     if bar is not None:
         bar.close()
     return op.project(x, y)
