@@ -75,13 +75,39 @@ def save_checkpoint(folder: Path, config: RunConfig, ema: nn.Module, training_st
         os.chmod(tmp, 0o777 & ~mask)
         _fsync_dir(tmp)
         if folder.exists():
-            shutil.rmtree(folder)
+            _discard(folder)
         os.replace(tmp, folder)
         _fsync_dir(folder.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _discard(folder: Path) -> None:
+    """Remove a folder so that a crash midway never leaves a half-deleted folder under its real name: it is
+    renamed to a hidden temporary name first (``clean_partial`` removes leftovers)."""
+    trash = folder.with_name(f".{folder.name}.{os.getpid()}.del")
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_partial(run: Path) -> int:
+    """Remove what a killed process left under ``run/checkpoints``: half-written (``.tmp``) and half-deleted
+    (``.del``) hidden folders. Returns how many were removed."""
+    root = Path(run) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return 0
+    leftovers = [p for p in root.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".del"))]
+    for p in leftovers:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(leftovers)
+
+
+def prune_checkpoints(run: Path, keep: int) -> None:
+    """Keep the newest ``keep`` checkpoints of a run, removing older ones crash-safely."""
+    for old in checkpoint_folders(run)[:-keep] if keep > 0 else []:
+        _discard(old)
 
 
 def export_model(ref: str | os.PathLike, dest: Path, dtype: torch.dtype = torch.float16,
@@ -148,10 +174,7 @@ def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> EDMDenoi
     config = read_config(folder)
     denoiser = build_denoiser(config)
     weights = folder / WEIGHTS_FILE
-    try:
-        state = load_file(weights)
-    except (SafetensorError, OSError) as e:
-        raise KuosanError(f"{weights}: unreadable weights ({e})") from None
+    state = _read_weights(weights)
     try:
         denoiser.load_state_dict(state)
     except RuntimeError as e:
@@ -161,6 +184,31 @@ def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> EDMDenoi
     denoiser.config = config
     denoiser.source = folder
     return denoiser.to(device).eval().requires_grad_(False)
+
+
+def latest_resumable(run: Path, warn=None) -> tuple[Path, dict] | None:
+    """The newest checkpoint of ``run`` whose config, weights and training state all load, with its training
+    state; damaged ones are skipped with a call to ``warn(message)``. None when the run has none."""
+    for folder in reversed(checkpoint_folders(run)):
+        try:
+            read_config(folder)
+            with torch.no_grad():
+                _read_weights(folder / WEIGHTS_FILE)
+            state = load_training_state(folder)
+            if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+                raise KuosanError(f"{folder / STATE_FILE}: no step recorded")
+            return folder, state
+        except KuosanError as e:
+            if warn is not None:
+                warn(f"skipping damaged checkpoint {folder.name}: {e}")
+    return None
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise KuosanError(f"{path}: unreadable weights ({e})") from None
 
 
 def load_training_state(folder: Path) -> dict:

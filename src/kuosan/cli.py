@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive_int, default=t.checkpoint_every,
                    help="steps between checkpoints (RUN/checkpoints/)")
     p.add_argument("--keep", type=_positive_int, default=t.keep_checkpoints, help="checkpoints to keep")
+    p.add_argument("--resume", choices=("auto", "never"), default="auto",
+                   help="auto: if RUN has checkpoints, continue from the newest complete one (same settings "
+                   "required; --steps and --minutes may grow); never: refuse a RUN that has checkpoints")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms only: bitwise-repeatable runs and resumes (may be slower)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     from kuosan import samplers
@@ -357,8 +363,9 @@ def cmd_train(args) -> None:
     from kuosan.train.trainer import train
 
     out = Path(args.out)
-    if checkpoint_folders(out):
-        raise KuosanError(f"{out}: already holds a trained run; choose a new --out folder")
+    if out.exists() and not out.is_dir():
+        raise KuosanError(f"--out {out}: exists and is not a folder")
+    resuming = args.resume == "auto" and bool(checkpoint_folders(out))
     builtin = args.data.startswith("builtin:")
     dataset = open_dataset(args.data, args.size, args.channels, class_labels=args.class_cond,
                            random_crop=args.random_crop)
@@ -370,15 +377,19 @@ def cmd_train(args) -> None:
                  ema_halflife_kimg=args.ema_halflife, grad_clip=args.grad_clip, label_dropout=args.label_dropout,
                  seed=args.seed, log_every=args.log_every, sample_every=args.sample_every,
                  checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, workers=args.workers,
-                 max_minutes=args.minutes)
+                 max_minutes=args.minutes, deterministic=args.deterministic)
     config = RunConfig(net=net, data=data, train=tc, preset=args.preset, kuosan_version=version)
     from kuosan.nets.unet import UNet
 
-    print(f"kuosan: training {args.preset} UNet ({count_parameters(UNet(net)) / 1e6:.2f}M parameters) on "
-          f"{args.data}: {len(dataset)} images, {data.size}×{data.size}, {data.channels} channel(s)"
-          + (f", {len(data.class_names)} classes" if data.class_names else ""), file=sys.stderr)
-    last = train(config, out, device=args.device, progress=not args.no_progress, dataset=dataset)
-    print(f"kuosan: done; model in {last}")
+    main_process = os.environ.get("RANK", "0") == "0"
+    if main_process and not resuming:
+        print(f"kuosan: training {args.preset} UNet ({count_parameters(UNet(net)) / 1e6:.2f}M parameters) on "
+              f"{args.data}: {len(dataset)} images, {data.size}×{data.size}, {data.channels} channel(s)"
+              + (f", {len(data.class_names)} classes" if data.class_names else ""), file=sys.stderr)
+    last = train(config, out, device=args.device, progress=not args.no_progress, dataset=dataset,
+                 resume=args.resume)
+    if main_process:
+        print(f"kuosan: done; model in {last}")
 
 
 def cmd_sample(args) -> None:

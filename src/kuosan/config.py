@@ -55,6 +55,7 @@ class TrainConfig:
     workers: int = 0                 # data-loading processes
     max_minutes: float = 0.0         # stop (with a final checkpoint) after this much wall time; 0 = no limit
     max_bad_steps: int = 10          # stop after this many non-finite losses/gradients in a row
+    deterministic: bool = False      # torch.use_deterministic_algorithms: bitwise-repeatable runs
 
 
 @dataclass(frozen=True)

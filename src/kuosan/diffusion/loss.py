@@ -27,10 +27,13 @@ class EDMLoss:
         return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
 
     def __call__(self, denoiser, x0: Tensor, generator: torch.Generator | None = None,
-                 sigma: Tensor | None = None, **cond) -> Tensor:
+                 sigma: Tensor | None = None, noise: Tensor | None = None, **cond) -> Tensor:
+        """σ and then n are drawn from ``generator`` unless given (a distributed trainer draws them for the
+        global batch and passes each process its share)."""
         if sigma is None:
             sigma = self.sample_sigmas(x0.shape[0], x0.device, generator)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x0_hat = denoiser(x0 + sigma.reshape(-1, 1, 1, 1) * noise, sigma, **cond)
         per_sample = (x0_hat.float() - x0.float()).pow(2).flatten(1).mean(1)
         return self.weight(sigma) * per_sample
