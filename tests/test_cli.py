@@ -72,47 +72,117 @@ def test_help_everywhere_mentions_units_and_defaults():
 
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory):
+    import torch
+
     root = tmp_path_factory.mktemp("bad")
     (root / "empty").mkdir()
     (root / "empty" / "notes.txt").write_text("no images here")
     write_folder(root / "corrupt", 3, size=16)
     (root / "corrupt" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (root / "notmodel").mkdir()
+    (root / "afile.txt").write_text("a file, not a folder")
+    torch.save({"weight": torch.zeros(2)}, root / "model.pt")
+    (root / "pickled").mkdir()
+    torch.save({"weight": torch.zeros(2)}, root / "pickled" / "diffusion_pytorch_model.bin")
     gray = tiny_config("unused")
     save_checkpoint(root / "gray-model", gray, build_denoiser(gray))
+    # a run trained on the folder with one broken file (skipped with a warning), to resume with wrong settings
+    assert main(["train", str(root / "corrupt"), "--out", str(root / "run"), *FAST_TRAIN]) == 0
     return root
 
 
+def run_main(argv: list[str], capsys) -> tuple[int, str]:
+    """The CLI in-process (an escaping exception would fail the test, as a traceback would)."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:      # argparse's own errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+D = ["builtin:digits", "--out", "{tmp}/r"]
+M = ["{root}/gray-model", "--out", "{tmp}/g.png"]
 BAD = [
-    (["train", "{root}/empty", "--out", "{tmp}/r"], "no images found"),
+    (["train", "{root}/empty", "--out", "{tmp}/r"], "no usable images"),
     (["train", "{root}/missing", "--out", "{tmp}/r"], "not a folder"),
-    (["train", "{root}/corrupt", "--out", "{tmp}/r", *FAST_TRAIN], "broken.png: not a readable image"),
     (["train", "builtin:cats", "--out", "{tmp}/r"], "unknown built-in dataset"),
-    (["train", "builtin:digits", "--out", "{tmp}/r", "--steps", "0"], "must be at least 1"),
-    (["train", "builtin:digits", "--out", "{tmp}/r", "--lr", "-1"], "must be ≥ 0"),
-    (["train", "builtin:digits", "--out", "{tmp}/r", "--preset", "huge"], "invalid choice"),
+    (["train", *D, "--steps", "0"], "--steps: must be at least 1"),
+    (["train", *D, "--batch", "0"], "--batch: must be at least 1"),
+    (["train", *D, "--size", "-8"], "--size: must be at least 1"),
+    (["train", *D, "--lr", "-1"], "--lr: must be ≥ 0"),
+    (["train", *D, "--minutes", "-5"], "--minutes: must be ≥ 0"),
+    (["train", *D, "--ema-halflife", "0"], "--ema-halflife: must be > 0"),
+    (["train", *D, "--preset", "huge"], "invalid choice: 'huge'"),
+    (["train", *D, "--channels", "2"], "invalid choice: 2"),
+    (["train", *D, "--device", "tpu"], "--device tpu: use auto, cpu or cuda"),
+    (["train", "builtin:digits", "--out", "{root}/afile.txt"], "exists and is not a folder"),
+    (["train", "builtin:digits", "--out", "{root}/afile.txt/run"], "afile.txt is not a folder"),
+    (["train", "{root}/corrupt", "--out", "{root}/run", *FAST_TRAIN, "--lr", "0.5"],
+     "cannot resume with train.lr=0.5"),
+    (["train", "{root}/corrupt", "--out", "{root}/run", *FAST_TRAIN, "--channels", "1"],
+     "cannot resume with net.channels=1; the run was started with 3"),
+    (["train", "{root}/corrupt", "--out", "{root}/run", *FAST_TRAIN, "--resume", "never"],
+     "already holds a trained run"),
     (["sample", "{root}/missing-run", "--out", "{tmp}/g.png"], "no such model"),
     (["sample", "{root}/notmodel", "--out", "{tmp}/g.png"], "not a kuosan model"),
     (["sample", "builtin:nothing", "--out", "{tmp}/g.png"], "unknown built-in model"),
+    (["sample", "{root}/model.pt", "--out", "{tmp}/g.png"], "model.pt: a pickle file"),
+    (["sample", "{root}/pickled", "--out", "{tmp}/g.png"], "diffusion_pytorch_model.bin: a pickle file"),
+    (["sample", "{root}/afile.txt", "--out", "{tmp}/g.png"], "a file, not a model"),
     (["sample", "{root}/gray-model", "--out", "{tmp}/g.jpg2"], "use a .png grid"),
-    (["sample", "{root}/gray-model", "--out", "{tmp}/g.png", "--sampler", "magic"], "invalid choice"),
-    (["sample", "{root}/gray-model", "--out", "{tmp}/g.png", "--label", "3"], "unconditional"),
-    (["sample", "{root}/gray-model", "--out", "{tmp}/g.png", "--guidance", "3"], "guidance needs class labels"),
-    (["sample", "{root}/gray-model", "--out", "{tmp}/nofolder/g.png", "--steps", "1", "--n", "1"],
-     "does not exist"),
-    (["sample", "{root}/gray-model", "--out", "{tmp}/g.png", "--n", "0"], "must be at least 1"),
+    (["sample", *M, "--sampler", "magic"], "invalid choice: 'magic'"),
+    (["sample", *M, "--label", "3"], "unconditional"),
+    (["sample", *M, "--guidance", "3"], "guidance needs class labels"),
+    (["sample", *M, "--guidance", "-1"], "--guidance: must be ≥ 0"),
+    (["sample", *M, "--n", "0"], "--n: must be at least 1"),
+    (["sample", *M, "--steps", "0"], "--steps: must be at least 1"),
+    (["sample", *M, "--nfe", "-3"], "--nfe: must be at least 1"),
+    (["sample", "{root}/gray-model", "--out", "{tmp}/nofolder/g.png"], "folder {tmp}/nofolder does not exist"),
+    (["sample", "{root}/gray-model", "--out", "{root}/afile.txt/g.png"], "afile.txt is not a folder"),
     (["info", "{root}/missing-run"], "no such model"),
+    (["info", "{root}/model.pt"], "kuosan does not load model weights from pickles"),
+    (["eval", "{root}/gray-model", "--n", "0"], "--n: must be at least 1"),
+    (["denoise", "{root}/missing.png", "{tmp}/o.png"], "missing.png: no such image file"),
+    (["denoise", "{root}/afile.txt", "{tmp}/o.png"], "afile.txt: not a readable image"),
 ]
 
 
 @pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a[:2]) + f" [{m}]" for a, m in BAD])
-def test_bad_input_is_one_clear_line_and_exit_code_2(bad_inputs, tmp_path, argv, message):
+def test_bad_input_is_one_clear_line_and_exit_code_2(bad_inputs, tmp_path, capsys, argv, message):
     argv = [a.format(root=bad_inputs, tmp=tmp_path) for a in argv]
-    result = run_cli(*argv)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert message in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(("kuosan: error:", "kuosan ")), result.stderr
+    code, err = run_main(argv, capsys)
+    assert code == 2, err
+    assert message.format(root=bad_inputs, tmp=tmp_path) in err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(("kuosan: error:", "kuosan ")) and "Traceback" not in err, err
+    assert len([line for line in lines if "error" in line]) == 1, err
+
+
+def test_bad_input_in_a_real_process_has_no_traceback(bad_inputs, tmp_path):
+    result = run_cli("sample", bad_inputs / "model.pt", "--out", tmp_path / "g.png")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "pickle" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write anywhere")
+def test_an_output_folder_that_is_not_writable_is_refused_before_any_work(bad_inputs, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, err = run_main(["sample", str(bad_inputs / "gray-model"), "--out", str(locked / "g.png")], capsys)
+        assert code == 2 and "is not writable" in err
+        code, err = run_main(["train", "builtin:digits", "--out", str(locked / "run")], capsys)
+        assert code == 2 and "is not writable" in err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_training_a_folder_with_a_broken_file_warns_and_trains(bad_inputs):
+    from kuosan.checkpoint import checkpoint_folders
+
+    assert [p.name for p in checkpoint_folders(bad_inputs / "run")] == ["step-0000002", "step-0000003"]
 
 
 def test_damaged_model_files_are_clear_errors(bad_inputs, tmp_path):

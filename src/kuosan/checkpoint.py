@@ -148,12 +148,39 @@ def resolve_model(ref: str | os.PathLike) -> Path:
     path = Path(ref)
     if not path.exists():
         raise KuosanError(f"{path}: no such model (give a run folder, a checkpoint folder or builtin:NAME)")
+    if path.is_file():
+        if _is_pickle(path):
+            raise KuosanError(_PICKLE_REFUSAL.format(path=path))
+        raise KuosanError(f"{path}: a file, not a model; give the folder that holds {CONFIG_FILE} and "
+                          f"{WEIGHTS_FILE} (or a run folder, or builtin:NAME)")
     if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
         return path
     found = checkpoint_folders(path)
     if not found:
+        pickles = sorted(p for p in path.iterdir() if p.is_file() and _is_pickle(p))
+        if pickles and not (path / WEIGHTS_FILE).is_file():
+            raise KuosanError(_PICKLE_REFUSAL.format(path=pickles[0]))
         raise KuosanError(f"{path}: not a kuosan model (no {CONFIG_FILE} + {WEIGHTS_FILE}, no checkpoints/)")
     return found[-1]
+
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+_PICKLE_REFUSAL = ("{path}: a pickle file (PyTorch .pt/.ckpt/.bin); kuosan does not load model weights from "
+                   "pickles, because unpickling a file can run any code it contains. Use a kuosan model folder "
+                   "(config.json + model.safetensors); weights you trust can be converted with "
+                   "safetensors.torch.save_file")
+
+
+def _is_pickle(path: Path) -> bool:
+    """A pickle stream (protocol 2+) or PyTorch's zip container, by name or by its first bytes."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head[:1] == b"\x80" or head == b"PK\x03\x04"
 
 
 def read_config(folder: Path) -> RunConfig:

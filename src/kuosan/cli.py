@@ -40,6 +40,36 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def check_output_file(path: str | Path, what: str = "") -> Path:
+    """Fail before any work when ``path`` cannot be written: its folder must exist and be writable."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.is_dir():
+        raise KuosanError(f"{label}: is a folder; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise KuosanError(f"{label}: folder {parent} does not exist" if not parent.exists()
+                          else f"{label}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise KuosanError(f"{label}: folder {parent} is not writable")
+    return path
+
+
+def check_output_folder(path: str | Path, what: str = "--out") -> Path:
+    """A folder to create or fill: it must be a folder if it exists, and writable (or creatable)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KuosanError(f"{what} {path}: exists and is not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise KuosanError(f"{what} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KuosanError(f"{what} {path}: {existing} is not writable")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kuosan.config import TrainConfig
     from kuosan.nets.unet import PRESETS
@@ -199,8 +229,11 @@ def _restore_io(args):
     image = open_image(src)
     if dst.exists() and dst.resolve() == src.resolve():
         raise KuosanError(f"{dst}: the output would overwrite the input; choose another file name")
-    if not dst.parent.resolve().is_dir():
-        raise KuosanError(f"{dst}: folder {dst.parent} does not exist")
+    check_output_file(dst)
+    if getattr(args, "compare", None):
+        compare = check_output_file(args.compare, "--compare")
+        if compare.resolve() in (src.resolve(), dst.resolve()):
+            raise KuosanError(f"--compare {compare}: would overwrite the input or the output; choose another name")
     if dst.suffix.lower() not in Image.registered_extensions():
         raise KuosanError(f"{dst}: unknown image format; use .png (or .jpg, .tif, .webp)")
     if args.tile and args.tile < 64:
@@ -345,9 +378,7 @@ def cmd_eval(args) -> None:
 def cmd_demo(args) -> None:
     from kuosan.tasks.demo import run_demo
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise KuosanError(f"--out {out}: exists and is not a folder")
+    out = check_output_folder(args.out)
     page = run_demo(out, quick=args.quick, log=lambda text: print(text, file=sys.stderr))
     print(f"kuosan: demo written; open {page.resolve()}")
 
@@ -362,9 +393,7 @@ def cmd_train(args) -> None:
     from kuosan.nets.unet import count_parameters, preset
     from kuosan.train.trainer import train
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise KuosanError(f"--out {out}: exists and is not a folder")
+    out = check_output_folder(args.out)
     resuming = args.resume == "auto" and bool(checkpoint_folders(out))
     builtin = args.data.startswith("builtin:")
     dataset = open_dataset(args.data, args.size, args.channels, class_labels=args.class_cond,
@@ -403,6 +432,10 @@ def cmd_sample(args) -> None:
     kind = "npz" if out.endswith(".npz") else "dir" if out.endswith(("/", "\\")) or Path(out).is_dir() else "png"
     if kind == "png" and not out.lower().endswith(".png"):
         raise KuosanError(f"--out {out}: use a .png grid, a folder ending in /, or a .npz file")
+    if kind == "dir":
+        check_output_folder(out)
+    else:
+        check_output_file(out, "--out")
     denoiser = load(args.model, device=resolve_device(args.device))
     classes = list(denoiser.config.data.class_names)
     labels = None

@@ -90,7 +90,7 @@ def test_image_folder_recursion_classes_and_crops(tmp_path):
 
 def test_folder_without_images_is_an_error(tmp_path):
     (tmp_path / "readme.txt").write_text("x")
-    with pytest.raises(KuosanError, match="no images found"):
+    with pytest.raises(KuosanError, match="no usable images"):
         ImageFolder(tmp_path, size=8)
     with pytest.raises(KuosanError, match="not a folder"):
         ImageFolder(tmp_path / "nope", size=8)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import struct
+import warnings
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from kuosan.data.io import IMAGE_SUFFIXES, load_image, pil_to_tensor
@@ -20,6 +22,7 @@ from kuosan.errors import KuosanError
 class Example:
     image: Tensor   # [C, H, W] in [-1, 1]
     label: int      # class index, or -1 when the dataset has no classes
+    failed: int = -1  # the index asked for when it failed to decode and this is the next image instead
 
 
 def resize_and_crop(im: Image.Image, size: int, offset: tuple[float, float] | None = None) -> Image.Image:
@@ -35,20 +38,108 @@ def resize_and_crop(im: Image.Image, size: int, offset: tuple[float, float] | No
     return im.crop((left, top, left + size, top + size))
 
 
+# Larger images are skipped rather than decoded: a small file can declare gigapixels (a decompression bomb).
+MAX_PIXELS = 89_478_485   # Pillow's own warning threshold (Image.MAX_IMAGE_PIXELS)
+
+_CONVERSIONS = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
+                "F": "floating-point", "P": "palette", "CMYK": "CMYK", "YCbCr": "YCbCr", "1": "1-bit",
+                "RGBA": "alpha", "LA": "alpha", "PA": "alpha"}
+
+
+@dataclass
+class ScanReport:
+    """What a folder scan found: files skipped (by reason) and files that will be converted (by kind)."""
+
+    root: Path
+    usable: int = 0
+    skipped: dict[str, list[Path]] = field(default_factory=dict)
+    converted: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, path: Path) -> None:
+        self.skipped.setdefault(reason, []).append(path)
+
+    @property
+    def skipped_count(self) -> int:
+        return sum(map(len, self.skipped.values()))
+
+    def summary(self) -> str | None:
+        """One line for the user, or None when every file is a plain 8-bit gray/RGB image."""
+        parts = self.details()
+        return f"{self.root}: {self.usable} usable image(s); " + "; ".join(parts) if parts else None
+
+    def details(self) -> list[str]:
+        parts = []
+        if self.skipped:
+            first = min(p for paths in self.skipped.values() for p in paths)
+            parts.append(f"skipped {self.skipped_count} (" + ", ".join(
+                f"{len(v)} {k}" for k, v in sorted(self.skipped.items())) + f"; first: {first.name})")
+        if self.converted:
+            parts.append(f"converted {sum(self.converted.values())} (" + ", ".join(
+                f"{v} {k}" for k, v in sorted(self.converted.items())) + ")")
+        return parts
+
+
+def scan_image(path: Path, report: ScanReport) -> bool:
+    """Check one file cheaply (header and, for PNG, chunk checksums; no decoding) and record what it needs."""
+    try:
+        if path.stat().st_size == 0:
+            report.skip("empty", path)
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    report.skip(f"over {MAX_PIXELS / 1e6:.0f} megapixels", path)
+                    return False
+                mode, transparent = im.mode, "transparency" in im.info
+                im.verify()
+    except Image.DecompressionBombError:
+        report.skip(f"over {MAX_PIXELS / 1e6:.0f} megapixels", path)
+        return False
+    except UnidentifiedImageError:
+        report.skip("not an image", path)
+        return False
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError):
+        report.skip("damaged", path)
+        return False
+    kind = _CONVERSIONS.get(mode) or ("alpha" if transparent else None)
+    if kind:
+        report.converted[kind] = report.converted.get(kind, 0) + 1
+    return True
+
+
 class ImageFolder:
     """All images under ``root`` (recursive). With ``class_labels=True`` the first-level subfolder names
-    are the classes (sorted); images directly in ``root`` are then not allowed."""
+    are the classes (sorted); images directly in ``root`` are then not allowed.
+
+    Opening scans every file cheaply: empty, non-image, damaged and oversized files are skipped and counted
+    (``report``, ``summary``), 16-bit/palette/CMYK/alpha images are counted and converted when loaded. A file
+    that still fails to decode during training is replaced by the next image; ``failed`` lists such files.
+    """
 
     def __init__(self, root: str | os.PathLike, size: int, channels: int = 3, class_labels: bool = False,
-                 random_crop: bool = False):
+                 random_crop: bool = False, progress: bool = True):
         self.root = Path(root)
         if not self.root.is_dir():
             raise KuosanError(f"{root}: not a folder")
         self.size, self.channels, self.random_crop = size, channels, random_crop
-        self.files = sorted(p for p in self.root.rglob("*")
-                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+        candidates = sorted(p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith(".")
+                            and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
+        self.report = ScanReport(self.root)
+        files = []
+        from tqdm.auto import tqdm
+
+        for p in tqdm(candidates, desc="checking images", unit="file", disable=not progress or len(candidates) < 2000,
+                      leave=False):
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                self.report.skip("not an image by name", p)
+            elif scan_image(p, self.report):
+                files.append(p)
+        self.files = files
+        self.report.usable = len(files)
         if not self.files:
-            raise KuosanError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+            raise KuosanError(f"{root}: no usable images (looked for {', '.join(IMAGE_SUFFIXES)})"
+                              + "".join(f"; {part}" for part in self.report.details()))
         if class_labels:
             top = [p.relative_to(self.root).parts for p in self.files]
             loose = [p for p, parts in zip(self.files, top, strict=True) if len(parts) < 2]
@@ -60,14 +151,28 @@ class ImageFolder:
         else:
             self.class_names = []
             self.labels = [-1] * len(self.files)
+        self.failed: set[Path] = set()
+
+    @property
+    def summary(self) -> str | None:
+        return self.report.summary()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def get(self, index: int, rng: np.random.Generator | None = None) -> Example:
-        im = load_image(self.files[index], self.channels)
         offset = tuple(rng.random(2)) if (self.random_crop and rng is not None) else None
-        return Example(pil_to_tensor(resize_and_crop(im, self.size, offset)), self.labels[index])
+        for k in range(len(self.files)):
+            candidate = (index + k) % len(self.files)
+            try:
+                im = load_image(self.files[candidate], self.channels)
+            except KuosanError:
+                self.failed.add(self.files[candidate])
+                continue
+            example = Example(pil_to_tensor(resize_and_crop(im, self.size, offset)), self.labels[candidate])
+            example.failed = index if k else -1
+            return example
+        raise KuosanError(f"{self.root}: none of the {len(self.files)} images decodes")
 
 
 DIGIT_NAMES = [str(d) for d in range(10)]

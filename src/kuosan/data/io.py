@@ -22,7 +22,7 @@ def load_image(path: str | os.PathLike, channels: int | None = None) -> Image.Im
     """Open an image file, apply its EXIF orientation and convert it to L (1 channel) or RGB (3 channels).
 
     With ``channels=None`` gray-like modes become L and everything else RGB. 16-bit images are scaled to
-    8 bits; transparent pixels are composited onto white for 3-channel output.
+    8 bits; transparent pixels are composited onto white.
     """
     return to_mode(open_image(path), channels)
 
@@ -49,15 +49,14 @@ def to_mode(im: Image.Image, channels: int | None) -> Image.Image:
         im = Image.fromarray(np.clip(arr / 257.0 if arr.max() > 255 else arr, 0, 255).astype(np.uint8), "L")
     if channels is None:
         channels = 1 if im.mode in ("L", "1", "LA") or (im.mode == "P" and _palette_is_gray(im)) else 3
-    if channels == 1:
-        return im.convert("L")
-    if channels != 3:
+    if channels not in (1, 3):
         raise KuosanError(f"channels must be 1 or 3, got {channels}")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        # Transparent pixels hold arbitrary colours; show them as they are displayed, on white.
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return im.convert("RGB")
+        im = Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("L" if channels == 1 else "RGB")
 
 
 def _palette_is_gray(im: Image.Image) -> bool:

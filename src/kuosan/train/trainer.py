@@ -82,7 +82,7 @@ class DataStream(torch.utils.data.Dataset):
         image = example.image
         if self.hflip and rng.random() < 0.5:
             image = image.flip(-1)
-        return image, example.label
+        return image, example.label, example.failed
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -319,11 +319,14 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
     images_since, loss_sum, loss_count = 0, 0.0, 0
     grad_norm = torch.tensor(0.0)
     last_ckpt = None
+    undecodable: set[int] = set()   # dataset indices that failed to decode (seen by this rank)
+    reported_undecodable = 0
     denoiser.train()
     shape = (tc.batch, config.data.channels, config.data.size, config.data.size)
     with open(log_path, "a") if dist.main else contextlib.nullcontext() as log:
-        for step, (images, labels) in enumerate(loader, start=start_step + 1):
+        for step, (images, labels, failed) in enumerate(loader, start=start_step + 1):
             images = images.to(dev, non_blocking=True)
+            undecodable.update(int(i) for i in failed if i >= 0)
             # σ, noise and label dropout are drawn for the whole global batch, then sliced: every rank keeps
             # the same generators, and the job computes what one process with the same batch would.
             sigma = loss_fn.sample_sigmas(tc.batch, dev, noise_gen)[share]
@@ -369,12 +372,18 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
             images_since += images.shape[0] * dist.world
             bar.update(1)
             if step % tc.log_every == 0 or last_step:
+                if len(undecodable) > reported_undecodable and dist.main:
+                    names = [dataset.files[i].name for i in sorted(undecodable)[:3]]
+                    bar.write(f"kuosan: warning: {len(undecodable)} image(s) failed to decode and were replaced "
+                              f"by the next image ({', '.join(names)}{', …' if len(undecodable) > 3 else ''})",
+                              file=sys.stderr)
+                    reported_undecodable = len(undecodable)
                 mean_loss = _mean_over_ranks(loss_sum, loss_count, dist)
                 now = time.perf_counter()
                 rate = images_since / max(now - last_time, 1e-9)
                 record = {"step": step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
                           "grad_norm": float(grad_norm), "images_per_s": rate, "elapsed_s": elapsed,
-                          "skipped_steps": skipped}
+                          "skipped_steps": skipped, "undecodable_images": len(undecodable)}
                 if dist.main:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
