@@ -199,6 +199,28 @@ def test_damaged_model_files_are_clear_errors(bad_inputs, tmp_path):
     assert result.returncode == 2 and "unreadable weights" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["net"].update(colour=2), "config.json: unknown key net.colour (known: channels, "),
+    (lambda c: c["train"].update(lr="fast"), "config.json: train.lr: expected float, got 'fast'"),
+    (lambda c: c["net"].update(base_channels=16.5), "config.json: net.base_channels: expected int, got 16.5"),
+    (lambda c: c["net"].update(channel_mult=2), "config.json: net.channel_mult: expected a list, got int"),
+    (lambda c: c["net"].update(channel_mult=[1, "2"]), "config.json: net.channel_mult[1]: expected int, got '2'"),
+    (lambda c: c["data"].update(hflip=1), "config.json: data.hflip: expected bool, got 1"),
+    (lambda c: c.update(net=[]), "config.json: net: expected an object, got list"),
+])
+def test_a_config_with_unknown_keys_or_wrong_types_names_the_key(bad_inputs, tmp_path, capsys, edit, message):
+    import json
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(bad_inputs / "gray-model", model)
+    config = json.loads((model / "config.json").read_text())
+    edit(config)
+    (model / "config.json").write_text(json.dumps(config))
+    code, err = run_main(["info", str(model)], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_channel_mismatch_between_model_and_image_is_a_clear_error(bad_inputs):
     import torch
 

@@ -73,18 +73,27 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> RunConfig:
-        return _build(cls, d, where)
+        try:
+            return _build(cls, d, "")
+        except KuosanError as e:
+            raise KuosanError(f"{where}: {e}") from None
 
 
-def _check_value(value, annotation, where: str):
+def _join(prefix: str, name: str | int) -> str:
+    if isinstance(name, int):
+        return f"{prefix}[{name}]"
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_value(value, annotation, key: str):
     origin = typing.get_origin(annotation)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise KuosanError(f"{where}: expected a list, got {type(value).__name__}")
+            raise KuosanError(f"{key}: expected a list, got {type(value).__name__}")
         inner = typing.get_args(annotation)[0]
-        return tuple(_check_value(v, inner, f"{where}[{k}]") for k, v in enumerate(value))
+        return tuple(_check_value(v, inner, _join(key, k)) for k, v in enumerate(value))
     if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, where)
+        return _build(annotation, value, key)
     ok = {
         int: lambda v: isinstance(v, int) and not isinstance(v, bool),
         float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
@@ -92,22 +101,20 @@ def _check_value(value, annotation, where: str):
         str: lambda v: isinstance(v, str),
     }[annotation](value)
     if not ok:
-        raise KuosanError(f"{where}: expected {annotation.__name__}, got {value!r}")
+        raise KuosanError(f"{key}: expected {annotation.__name__}, got {value!r}")
     return float(value) if annotation is float else value
 
 
-def _build(cls, d, where: str):
+def _build(cls, d, key: str):
     if not isinstance(d, dict):
-        raise KuosanError(f"{where}: expected an object, got {type(d).__name__}")
+        raise KuosanError(f"{key or 'the file'}: expected an object, got {type(d).__name__}")
     hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(names))
     if unknown:
-        raise KuosanError(f"{where}: unknown key {where}.{unknown[0]}")
-    values = {k: _check_value(v, hints[k], f"{where}.{k}") for k, v in d.items()}
+        raise KuosanError(f"unknown key {_join(key, unknown[0])} (known: {', '.join(names)})")
+    values = {k: _check_value(v, hints[k], _join(key, k)) for k, v in d.items()}
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
-        raise KuosanError(f"{where}: {e}") from None
-
-
+        raise KuosanError(f"{key or 'the file'}: {e}") from None
