@@ -116,6 +116,33 @@ def test_ipndm_is_higher_order_than_two():
     assert error("ipndm", 64, max_order=2) / error("ipndm", 128, max_order=2) == pytest.approx(4, rel=0.1)
 
 
+def test_unipc_corrector_raises_the_order_by_one():
+    """UniC turns a UniP step of order p into order p + 1 without extra denoiser calls. The ladder ends with
+    a vanishing step past σ = 0.05, so the last real step is corrected too (a corrector acts one step late)."""
+    gaussian = GaussianDenoiser()
+    z = torch.linspace(-3, 3, 101, dtype=torch.float64).reshape(-1, 1, 1, 1)
+    end = 0.05 * (1 - 1e-9)
+    exact = gaussian.mean + z * math.sqrt(gaussian.std**2 + end**2)
+
+    def error(n, **options):
+        sigmas = torch.linspace(math.log(20.0), math.log(0.05), n + 1, dtype=torch.float64).exp()
+        sigmas = torch.cat([sigmas, torch.tensor([end], dtype=torch.float64)])
+        x = gaussian.mean + z * math.sqrt(gaussian.std**2 + 20.0**2)
+        return (samplers.get("unipc")(gaussian, x, sigmas, **options) - exact).abs().max().item()
+
+    assert error(32, order=1, corrector=False) / error(64, order=1, corrector=False) == pytest.approx(2, rel=0.1)
+    assert error(32, order=1) / error(64, order=1) == pytest.approx(4, rel=0.1)
+    assert error(32, order=2, corrector=False) / error(64, order=2, corrector=False) == pytest.approx(4, rel=0.1)
+    assert error(32, order=2) / error(64, order=2) == pytest.approx(8, rel=0.1)
+    assert error(32, order=2) < error(32, order=2, corrector=False) / 3
+
+
+def test_unipc_without_corrector_is_dpmpp_2m(gaussian):
+    a, _ = run("unipc", gaussian, n_samples=64, steps=12, order=2, corrector=False)
+    b, _ = run("dpmpp_2m", GaussianDenoiser(), n_samples=64, steps=12)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_euler_ancestral_with_eta_zero_is_euler(gaussian):
     a, _ = run("euler_ancestral", gaussian, n_samples=32, steps=12, eta=0.0)
     b, _ = run("euler", GaussianDenoiser(), n_samples=32, steps=12)

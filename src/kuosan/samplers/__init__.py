@@ -10,6 +10,7 @@ that are not a sampler's own options (``class_labels`` …) are passed through t
 | heun              | ODE (+churn)  | 2     | 2N − 1                     |
 | dpmpp_2m          | ODE multistep | 2     | N                          |
 | ipndm             | ODE multistep | 4     | N                          |
+| unipc             | ODE multistep, predictor-corrector | 3 | N              |
 | euler_ancestral   | SDE (DDPM)    | 1     | N                          |
 | dpmpp_2m_sde      | SDE multistep | 2     | N                          |
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from kuosan.diffusion.ladders import karras_sigmas, loglinear_sigmas
-from kuosan.samplers.ode import dpmpp_2m, euler, heun, ipndm
+from kuosan.samplers.ode import dpmpp_2m, euler, heun, ipndm, unipc
 from kuosan.samplers.sde import dpmpp_2m_sde, euler_ancestral
 
 
@@ -49,6 +50,7 @@ _REGISTRY: dict[str, SamplerInfo] = {
     # measured on the Gaussian-mixture benchmark (benchmarks/samplers.py), issue 3.
     "dpmpp_2m": SamplerInfo(dpmpp_2m, False, 2, lambda n: n, loglinear_sigmas),
     "ipndm": SamplerInfo(ipndm, False, 4, lambda n: n, loglinear_sigmas),
+    "unipc": SamplerInfo(unipc, False, 3, lambda n: n, loglinear_sigmas),
     "euler_ancestral": SamplerInfo(euler_ancestral, True, 1, lambda n: n),
     "dpmpp_2m_sde": SamplerInfo(dpmpp_2m_sde, True, 2, lambda n: n, loglinear_sigmas),
 }
@@ -79,4 +81,4 @@ def recommended_sigmas(name: str, nfe: int, sigma_min: float = 0.002, sigma_max:
 
 
 __all__ = ["available", "get", "info", "recommended_sigmas", "SamplerInfo",
-           "euler", "heun", "dpmpp_2m", "ipndm", "euler_ancestral", "dpmpp_2m_sde"]
+           "euler", "heun", "dpmpp_2m", "ipndm", "unipc", "euler_ancestral", "dpmpp_2m_sde"]
