@@ -8,11 +8,12 @@ from kuosan.diffusion import (
     cosine_sigmas,
     ddpm_alphas_cumprod,
     karras_sigmas,
+    knee_sigmas,
     loglinear_sigmas,
     vp_sigmas,
 )
 
-LADDERS = [karras_sigmas, loglinear_sigmas, cosine_sigmas, vp_sigmas]
+LADDERS = [karras_sigmas, loglinear_sigmas, cosine_sigmas, vp_sigmas, knee_sigmas]
 
 
 @pytest.mark.parametrize("ladder", LADDERS)
@@ -25,6 +26,16 @@ def test_ladders_descend_and_end_at_zero(ladder, n):
     assert sigmas[0].item() == pytest.approx(50.0, rel=1e-5)
     if n > 1:
         assert sigmas[-2].item() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_knee_ladder_jumps_once_then_is_uniform_in_log_sigma():
+    sigmas = knee_sigmas(10, 0.002, 80.0).double()
+    assert sigmas[0] == 80 and sigmas[1].item() == pytest.approx(5.0, rel=1e-6)
+    assert sigmas[-2].item() == pytest.approx(0.005, rel=1e-5) and sigmas[-1] == 0  # the floor, not σ_min
+    ratios = sigmas[1:-2] / sigmas[2:-1]
+    torch.testing.assert_close(ratios, torch.full_like(ratios, (5.0 / 0.005) ** (1 / 8)), rtol=1e-5, atol=0)
+    torch.testing.assert_close(knee_sigmas(6, 0.002, 4.0), loglinear_sigmas(6, 0.005, 4.0))  # no room for a knee
+    torch.testing.assert_close(knee_sigmas(6, 0.01, 80.0)[-2], torch.tensor(0.01))          # σ_min above floor
 
 
 def test_karras_matches_edm_formula():

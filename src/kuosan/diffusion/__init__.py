@@ -18,6 +18,7 @@ from kuosan.diffusion.ladders import (
     cosine_sigmas,
     ddpm_alphas_cumprod,
     karras_sigmas,
+    knee_sigmas,
     loglinear_sigmas,
     vp_sigmas,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "cosine_sigmas",
     "ddpm_alphas_cumprod",
     "karras_sigmas",
+    "knee_sigmas",
     "loglinear_sigmas",
     "vp_sigmas",
     "EDMLoss",
