@@ -202,6 +202,7 @@ def summarize(results, floors, budgets, runners) -> None:
 
 def plot(results, floors, budgets, runners, path: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -213,6 +214,8 @@ def plot(results, floors, budgets, runners, path: str) -> None:
             ax.loglog(budgets, ys, "-o" if lib == "kuosan" else "--x", label=name, lw=1.2, ms=4)
         ax.set_title(mix_name)
         ax.set_xlabel("NFE")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("sliced W2 − noise floor")
     axes[-1].legend(fontsize=7, loc="lower left")

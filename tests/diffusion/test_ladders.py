@@ -35,7 +35,9 @@ def test_knee_ladder_jumps_once_then_is_uniform_in_log_sigma():
     ratios = sigmas[1:-2] / sigmas[2:-1]
     torch.testing.assert_close(ratios, torch.full_like(ratios, (5.0 / 0.005) ** (1 / 8)), rtol=1e-5, atol=0)
     torch.testing.assert_close(knee_sigmas(6, 0.002, 4.0), loglinear_sigmas(6, 0.005, 4.0))  # no room for a knee
-    torch.testing.assert_close(knee_sigmas(6, 0.01, 80.0)[-2], torch.tensor(0.01))          # σ_min above floor
+    torch.testing.assert_close(knee_sigmas(8, 0.01, 80.0)[-2], torch.tensor(0.01))          # σ_min above floor
+    few = knee_sigmas(5, 0.002, 80.0).double()   # few levels: no step larger than 4.6× below the knee
+    assert few[1].item() == pytest.approx(5.0) and few[-2].item() == pytest.approx(5.0 / 4.6**3, rel=1e-5)
 
 
 def test_karras_matches_edm_formula():
