@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -213,18 +214,33 @@ def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> EDMDenoi
     return denoiser.to(device).eval().requires_grad_(False)
 
 
-def latest_resumable(run: Path, warn=None) -> tuple[Path, dict] | None:
-    """The newest checkpoint of ``run`` whose config, weights and training state all load, with its training
-    state; damaged ones are skipped with a call to ``warn(message)``. None when the run has none."""
+@dataclass
+class ResumePoint:
+    """Everything a checkpoint holds for continuing its run, read and checked once."""
+
+    folder: Path
+    config: RunConfig
+    state: dict                        # training state: raw weights, optimizer, step, RNG states …
+    ema: dict[str, torch.Tensor]       # the EMA weights (model.safetensors)
+
+
+def read_resume_point(folder: Path) -> ResumePoint:
+    """Read a checkpoint's config, EMA weights and training state; KuosanError if any is damaged."""
+    folder = Path(folder)
+    config = read_config(folder)
+    ema = _read_weights(folder / WEIGHTS_FILE)
+    state = load_training_state(folder)
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise KuosanError(f"{folder / STATE_FILE}: no step recorded")
+    return ResumePoint(folder, config, state, ema)
+
+
+def latest_resumable(run: Path, warn=None) -> ResumePoint | None:
+    """The newest checkpoint of ``run`` whose config, weights and training state all load; damaged ones are
+    skipped with a call to ``warn(message)``. None when the run has none."""
     for folder in reversed(checkpoint_folders(run)):
         try:
-            read_config(folder)
-            with torch.no_grad():
-                _read_weights(folder / WEIGHTS_FILE)
-            state = load_training_state(folder)
-            if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-                raise KuosanError(f"{folder / STATE_FILE}: no step recorded")
-            return folder, state
+            return read_resume_point(folder)
         except KuosanError as e:
             if warn is not None:
                 warn(f"skipping damaged checkpoint {folder.name}: {e}")

@@ -391,7 +391,7 @@ def cmd_train(args) -> None:
     from kuosan.config import DataConfig, RunConfig, TrainConfig
     from kuosan.data.folder import open_dataset
     from kuosan.nets.unet import count_parameters, preset
-    from kuosan.train.trainer import train
+    from kuosan.train.trainer import distributed_from_env, train
 
     out = check_output_folder(args.out)
     resuming = args.resume == "auto" and bool(checkpoint_folders(out))
@@ -410,7 +410,7 @@ def cmd_train(args) -> None:
     config = RunConfig(net=net, data=data, train=tc, preset=args.preset, kuosan_version=version)
     from kuosan.nets.unet import UNet
 
-    main_process = os.environ.get("RANK", "0") == "0"
+    main_process = distributed_from_env().main
     if main_process and not resuming:
         print(f"kuosan: training {args.preset} UNet ({count_parameters(UNet(net)) / 1e6:.2f}M parameters) on "
               f"{args.data}: {len(dataset)} images, {data.size}×{data.size}, {data.channels} channel(s)"

@@ -204,7 +204,7 @@ def _unipc_step(x: Tensor, outputs: list[Tensor], lambdas: list[float], i: int, 
     b_h = math.expm1(-h)
     x_next = scale * x - b_h * m0
     if new is None:
-        correction = sum(r * d for r, d in zip(rho_p, diffs, strict=False))
+        correction = sum(r * d for r, d in zip(rho_p, diffs, strict=True))
     else:
         correction = sum(r * d for r, d in zip(rho_c[:-1], diffs, strict=True)) + rho_c[-1] * (new - m0)
     return x_next - b_h * correction if isinstance(correction, Tensor) else x_next

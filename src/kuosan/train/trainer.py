@@ -20,18 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from kuosan.checkpoint import (
     CHECKPOINTS_DIR,
-    WEIGHTS_FILE,
+    ResumePoint,
     build_denoiser,
     checkpoint_folders,
     clean_partial,
     latest_resumable,
-    load_training_state,
     prune_checkpoints,
-    read_config,
+    read_resume_point,
     save_checkpoint,
 )
 from kuosan.config import RunConfig
@@ -217,7 +215,7 @@ def _warn(message: str) -> None:
     print(f"kuosan: warning: {message}", file=sys.stderr)
 
 
-def _find_resume_point(out: Path, dist: Distributed) -> tuple[Path, dict] | None:
+def _find_resume_point(out: Path, dist: Distributed) -> ResumePoint | None:
     """Rank 0 cleans what a crash left and picks the newest good checkpoint; every rank loads that one."""
     found = None
     if dist.main:
@@ -226,13 +224,10 @@ def _find_resume_point(out: Path, dist: Distributed) -> tuple[Path, dict] | None
             _warn(f"removed {removed} half-written checkpoint folder(s) left by an interrupted run")
         found = latest_resumable(out, warn=_warn)
     if dist.world > 1:
-        name = [found[0].name if found else None]
+        name = [found.folder.name if found else None]
         torch.distributed.broadcast_object_list(name, src=0)
         if not dist.main:
-            found = None
-            if name[0] is not None:
-                folder = out / CHECKPOINTS_DIR / name[0]
-                found = folder, load_training_state(folder)
+            found = read_resume_point(out / CHECKPOINTS_DIR / name[0]) if name[0] is not None else None
     return found
 
 
@@ -255,7 +250,7 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
     if resume_from is None and checkpoint_folders(out):
         raise KuosanError(f"{out}: none of its checkpoints loads; move them away or choose a new --out folder")
     if resume_from is not None:
-        check_resumable(read_config(resume_from[0]), config, out)
+        check_resumable(resume_from.config, config, out)
     if dist.main:
         (out / "samples").mkdir(parents=True, exist_ok=True)
 
@@ -273,9 +268,9 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
 
     start_step, elapsed_before, skipped, bad_in_a_row = 0, 0.0, 0, 0
     if resume_from is not None:
-        folder, state = resume_from
+        folder, state = resume_from.folder, resume_from.state
         denoiser.load_state_dict(state["model"])
-        ema.load_state_dict(load_file(folder / WEIGHTS_FILE, device=str(dev)))
+        ema.load_state_dict(resume_from.ema)
         optimizer.load_state_dict(state["optimizer"])
         noise_gen.set_state(state["noise_rng"])
         label_gen.set_state(state["label_rng"])
