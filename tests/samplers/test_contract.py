@@ -137,6 +137,27 @@ def test_unipc_corrector_raises_the_order_by_one():
     assert error(32, order=2) < error(32, order=2, corrector=False) / 3
 
 
+def test_unipc_average_last_step_is_second_order_in_sigma_squared():
+    """From an exact point x(σ) of a N(m, s²) flow, the step onto 0 should give m + (x − m)·s/√(s² + σ²).
+    D alone gives the factor s²/(s² + σ²); the average (x + D)/2 is off only by O(σ⁴/s⁴)."""
+    gaussian = GaussianDenoiser(mean=0.3, std=0.5)
+    z = torch.linspace(-3, 3, 61, dtype=torch.float64).reshape(-1, 1, 1, 1)
+    for ratio in (0.25, 0.125):
+        sigma = ratio * gaussian.std
+        x = gaussian.mean + z * math.sqrt(gaussian.std**2 + sigma**2)
+        exact = gaussian.mean + z * gaussian.std
+        sigmas = torch.tensor([sigma, 0.0], dtype=torch.float64)
+        err_avg = (samplers.get("unipc")(gaussian, x, sigmas, last_step="average") - exact).abs().max().item()
+        err_d = (samplers.get("unipc")(gaussian, x, sigmas) - exact).abs().max().item()
+        scale = 3 * gaussian.std
+        assert err_d == pytest.approx(scale * (1 - 1 / math.sqrt(1 + ratio**2)), rel=1e-6)
+        root = math.sqrt(1 + ratio**2)
+        assert err_avg == pytest.approx(scale * ((root + 1 / root) / 2 - 1), rel=1e-6)
+        assert err_avg < err_d * ratio**2       # fourth vs second order in σ/s
+    with pytest.raises(ValueError, match="last_step"):
+        samplers.get("unipc")(gaussian, x, sigmas, last_step="mean")
+
+
 def test_unipc_without_corrector_is_dpmpp_2m(gaussian):
     a, _ = run("unipc", gaussian, n_samples=64, steps=12, order=2, corrector=False)
     b, _ = run("dpmpp_2m", GaussianDenoiser(), n_samples=64, steps=12)

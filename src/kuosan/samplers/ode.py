@@ -153,7 +153,8 @@ def _unipc_coefficients(h: float, rks: list[float], order: int) -> tuple[list[fl
 
 
 def unipc(denoiser, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | None = None,
-          callback: Callback | None = None, order: int = 2, corrector: bool = True, **cond) -> Tensor:
+          callback: Callback | None = None, order: int = 2, corrector: bool = True,
+          last_step: str = "denoised", **cond) -> Tensor:
     """UniPC (Zhao et al. 2023, "UniPC: a unified predictor-corrector framework"), data prediction, B(h) = e^h − 1.
 
     A multistep exponential integrator in λ = −log σ (UniP, order ``order`` ≤ 3, lower while the history
@@ -162,9 +163,21 @@ def unipc(denoiser, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | N
     denoiser call. ``corrector=False`` leaves the plain predictor (order 2 = DPM-Solver++(2M)). The step onto
     σ = 0 returns the last denoised estimate, moved by the last correction. Order ``order`` + 1 with the
     corrector. Denoiser calls: N for N steps.
+
+    ``last_step`` — the step from the lowest σ onto 0, where a multistep formula in λ breaks down (h = ∞):
+    ``"denoised"`` (default) returns D(x; σ) (what DPM-Solver++ and k-diffusion do); ``"average"`` returns
+    (x + D(x; σ))/2, for data with a smooth density (not 8-bit images). Along the ODE,
+    x(σ) = x(0) + aσ² + O(σ⁴) and, since dx/dσ = (x − D)/σ, D = x(0) − aσ² + O(σ⁴): the average cancels
+    the σ² terms, while D alone still carries them — a mode of width s ends √(1 + σ²/s²) times too narrow
+    with D, with the average ≤ 0.1 % off for σ ≤ s/4 and still nearer than D up to σ ≈ 2.8s. On data that is
+    exactly discrete it keeps σ/2 of noise, so images (and the 5-call ladders, whose lowest σ is 0.05) are
+    better served by D: on ``builtin:digits`` with 500 samples FD is 24.3 (D) vs 25.7 (average) at 5 calls
+    and 25.7 vs 25.7 at 10.
     """
     if not 1 <= order <= 3:
         raise ValueError(f"order must be 1–3, got {order}")
+    if last_step not in ("average", "denoised"):
+        raise ValueError(f"last_step must be 'average' or 'denoised', got {last_step!r}")
     lambdas = [-math.log(float(s)) if s > 0 else math.inf for s in sigmas]
     n = len(sigmas) - 1
     outputs: list[Tensor] = []          # denoised estimates, newest last
@@ -182,7 +195,7 @@ def unipc(denoiser, x: Tensor, sigmas: Tensor, *, generator: torch.Generator | N
         if sigma_next == 0:
             # D was evaluated before the correction; at the small σ of a last step D's Jacobian is ≈ I
             # (it is s²/(s²+σ²) for a mode of width s), so the corrected point's estimate is D + shift.
-            x = x0 + shift
+            x = 0.5 * (x + x0 + shift) if last_step == "average" else x0 + shift
         else:
             step_order = min(order, len(outputs))   # lower order while the history fills up
             last = (x, step_order)
