@@ -3,11 +3,13 @@
 Denoising: centre 256×256 crops, white Gaussian noise (σ = 15, 25, 50 in 0–255 units, seed 0, not clipped),
 gray and RGB. PSNR / SSIM / seconds per image of kuosan (MMSE, given σ), kuosan with σ estimated
 (``--sigma auto``), kuosan with a 4-fold self-ensemble, and BM3D (``bm3d.bm3d`` / ``bm3d.bm3d_rgb`` given the
-true σ), all in this one run on this machine. Super-resolution ×2 and ×4: the low-resolution input is the box
-average of the crop; kuosan ``upscale`` (mmse) vs bicubic interpolation (PSNR).
+true σ), all in this one run on this machine. Super-resolution ×2 and ×4: the low-resolution input is the crop
+shrunk with antialiased bicubic (Pillow's, ``BicubicDownsample``) or box averaging, and (×4 bicubic) the same
+with white noise σ = 10 added; kuosan ``upscale`` (mmse, told the kernel; noise given or ``auto``) vs bicubic
+interpolation (PSNR).
 
     pip install -e .[bench]        # bm3d, scikit-image, scikit-learn
-    python benchmarks/restore.py [--quick] [--panel docs/restore.png]
+    python benchmarks/restore.py [--quick | --sr-only] [--panel docs/restore.png]
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="σ = 25 only, one photo per kind, no SR")
     parser.add_argument("--panel", help="save noisy | BM3D | kuosan | clean for the first RGB photo at σ = 25")
+    parser.add_argument("--sr-only", action="store_true", help="only the super-resolution table")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -57,11 +60,11 @@ def main() -> None:
     from kuosan.data.photos import held_out_photos
 
     prior = kuosan.load("builtin:photo")
-    sigmas = (25,) if args.quick else (15, 25, 50)
+    sigmas = () if args.sr_only else (25,) if args.quick else (15, 25, 50)
     rows, panel = [], None
     print(f"torch threads: {torch.get_num_threads()}; prior: builtin:photo "
           f"({sum(p.numel() for p in prior.parameters()) / 1e6:.2f}M parameters)")
-    for channels, kind in ((1, "gray"), (3, "rgb")):
+    for channels, kind in ((1, "gray"), (3, "rgb")) if sigmas else ():
         photos = held_out_photos(channels)
         names = list(photos)[:1] if args.quick else list(photos)
         for sigma in sigmas:
@@ -88,6 +91,19 @@ def main() -> None:
                 if kind == "rgb" and sigma == 25 and panel is None:
                     panel = [np.clip(noisy, 0, 1), np.clip(ref, 0, 1), np.clip(ours, 0, 1), clean]
 
+    if sigmas:
+        denoising_table(rows, sigmas)
+    if panel is not None and args.panel:
+        from PIL import Image
+
+        strip = np.concatenate([np.pad(p, ((0, 0), (0, 6), (0, 0)), constant_values=1) for p in panel], axis=1)
+        Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
+        print(f"\npanel (noisy | BM3D | kuosan | clean) → {args.panel}")
+    if not args.quick:
+        super_resolution_table(prior, held_out_photos)
+
+
+def denoising_table(rows, sigmas) -> None:
     print("\nDenoising, mean over held-out photos (PSNR dB / SSIM / s per 256² image):")
     print("| kind | σ | noisy | BM3D (true σ) | kuosan mmse (true σ) | kuosan σ auto | kuosan ensemble×4 | "
           "kuosan − BM3D |")
@@ -106,35 +122,40 @@ def main() -> None:
                   f"{mean('ens', 0):.2f} / {mean('ens', 1):.3f} / {mean('ens', 2):.1f} | "
                   f"{mean('ours', 0) - mean('bm3d', 0):+.2f} (ens {mean('ens', 0) - mean('bm3d', 0):+.2f}) |")
 
-    if panel is not None and args.panel:
-        from PIL import Image
 
-        strip = np.concatenate([np.pad(p, ((0, 0), (0, 6), (0, 0)), constant_values=1) for p in panel], axis=1)
-        Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
-        print(f"\npanel (noisy | BM3D | kuosan | clean) → {args.panel}")
 
-    if args.quick:
-        return
+def super_resolution_table(prior, held_out_photos) -> None:
     import torch.nn.functional as F
 
-    print("\nSuper-resolution (input = box average of the crop), PSNR dB, mean over held-out photos:")
-    print("| kind | scale | bicubic | kuosan upscale (mmse) | gain | s per image |")
-    print("|---|---|---|---|---|---|")
+    import kuosan
+    from kuosan.tasks.restore import downsampling
+
+    print("\nSuper-resolution, PSNR dB, mean over held-out photos (input: the 256² crop shrunk with the kernel, "
+          "then noise):")
+    print("| kind | scale | kernel | input noise σ | bicubic interpolation | kuosan upscale (mmse) | gain | "
+          "kuosan, noise auto | s per image |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    cases = [(2, "bicubic", 0), (4, "bicubic", 0), (2, "box", 0), (4, "box", 0), (4, "bicubic", 10)]
     for channels, kind in ((1, "gray"), (3, "rgb")):
-        for scale in (2, 4):
+        for scale, kernel, noise in cases:
             results = []
             for image in held_out_photos(channels).values():
                 clean = crop(image)
-                x = torch.from_numpy(clean).float()
+                x = torch.from_numpy(clean)
                 x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
-                low = F.avg_pool2d(x, scale)
+                low = downsampling(kernel, scale)(x)
+                low = low + noise / 255 * torch.from_numpy(np.random.default_rng(0).standard_normal(low.shape))
+                low = low.float()
                 bicubic = F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False)[0]
                 bicubic = bicubic[0].numpy() if channels == 1 else bicubic.permute(1, 2, 0).numpy()
                 low_np = low[0, 0].numpy() if channels == 1 else low[0].permute(1, 2, 0).numpy()
-                up, t = timed(kuosan.upscale, low_np, scale, model=prior)
-                results.append((psnr(bicubic, clean), psnr(up, clean), t))
-            b, k, t = (float(np.mean(v)) for v in zip(*results, strict=True))
-            print(f"| {kind} | ×{scale} | {b:.2f} | {k:.2f} | {k - b:+.2f} | {t:.1f} |", flush=True)
+                up, t = timed(kuosan.upscale, low_np, scale, model=prior, kernel=kernel, noise=noise)
+                auto = kuosan.upscale(low_np, scale, model=prior, kernel=kernel, noise=None) if noise else up
+                results.append((psnr(bicubic, clean), psnr(up, clean), psnr(auto, clean), t))
+            b, k, a, t = (float(np.mean(v)) for v in zip(*results, strict=True))
+            auto_cell = f"{a:.2f}" if noise else "—"
+            print(f"| {kind} | ×{scale} | {kernel} | {noise} | {b:.2f} | {k:.2f} | {k - b:+.2f} | {auto_cell} | "
+                  f"{t:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

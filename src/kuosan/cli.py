@@ -164,13 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     _restore_options(p)
 
     p = sub.add_parser("upscale", help="super-resolve a photo 2× or 4×", formatter_class=fmt,
-                       description=restore_help + " The input is taken as the box average of the output.")
+                       description=restore_help + " The input is taken to be the output shrunk with --kernel "
+                       "(bicubic: as Pillow, MATLAB and most software shrink images; box: block averages), "
+                       "plus noise of σ --noise.")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     p.add_argument("--scale", type=int, default=2, choices=(2, 3, 4, 8), help="enlargement factor")
     p.add_argument("--mode", choices=("mmse", "sample"), default="mmse",
                    help="mmse: plug-and-play with the prior, best PSNR; sample: DDNM posterior sample")
     p.add_argument("--steps", type=_positive_int, help="iterations (default 10 for mmse, 20 for sample)")
+    p.add_argument("--kernel", choices=("bicubic", "box"), default="bicubic",
+                   help="how the input was shrunk: bicubic (antialiased) or box averages")
+    p.add_argument("--noise", default="0", metavar="SIGMA|auto",
+                   help="noise σ of the input in 0–255 pixel units (default 0), or auto to estimate it")
     p.add_argument("--compare", metavar="PANEL.png", help="also write bicubic | kuosan side by side")
     _restore_options(p)
 
@@ -260,21 +266,27 @@ def _panel(images, dst: str) -> None:
     save_image(side_by_side(images), dst)
 
 
+def _noise_level(value: str, flag: str, image, estimate) -> float:
+    """A noise σ option: a number in 0–255 units, or ``auto`` (estimated from the image, and said)."""
+    if value == "auto":
+        sigma = estimate(image)
+        print(f"kuosan: estimated noise σ = {sigma:.1f} (0–255 units)", file=sys.stderr)
+        return sigma
+    try:
+        sigma = float(value)
+    except ValueError:
+        raise KuosanError(f"{flag} {value!r}: give a number (0–255 units) or auto") from None
+    if not 0 <= sigma <= 255:
+        raise KuosanError(f"{flag} {value}: must be between 0 and 255")
+    return sigma
+
+
 def cmd_denoise(args) -> None:
     from kuosan.tasks.restore import denoise, estimate_noise
     from kuosan.train.trainer import resolve_device
 
     image, dst = _restore_io(args)
-    if args.sigma == "auto":
-        sigma = estimate_noise(image)
-        print(f"kuosan: estimated noise σ = {sigma:.1f} (0–255 units)", file=sys.stderr)
-    else:
-        try:
-            sigma = float(args.sigma)
-        except ValueError:
-            raise KuosanError(f"--sigma {args.sigma!r}: give a number (0–255 units) or auto") from None
-        if not 0 <= sigma <= 255:
-            raise KuosanError(f"--sigma {args.sigma}: must be between 0 and 255")
+    sigma = _noise_level(args.sigma, "--sigma", image, estimate_noise)
     out = denoise(image, sigma, model=args.model, mode=args.mode, steps=args.steps, seed=args.seed,
                   ensemble=args.ensemble, tile=args.tile, device=resolve_device(args.device), progress=True)
     _save_result(out, dst)
@@ -286,12 +298,13 @@ def cmd_denoise(args) -> None:
 def cmd_upscale(args) -> None:
     from PIL import Image
 
-    from kuosan.tasks.restore import upscale
+    from kuosan.tasks.restore import estimate_noise, upscale
     from kuosan.train.trainer import resolve_device
 
     image, dst = _restore_io(args)
-    out = upscale(image, args.scale, model=args.model, mode=args.mode, steps=args.steps, seed=args.seed,
-                  tile=args.tile, device=resolve_device(args.device), progress=True)
+    noise = _noise_level(args.noise, "--noise", image, estimate_noise)
+    out = upscale(image, args.scale, model=args.model, mode=args.mode, steps=args.steps, kernel=args.kernel,
+                  noise=noise, seed=args.seed, tile=args.tile, device=resolve_device(args.device), progress=True)
     _save_result(out, dst)
     if args.compare:
         _panel([image.resize(out.size, Image.BICUBIC), out], args.compare)

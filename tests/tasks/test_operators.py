@@ -1,14 +1,17 @@
 """Degradation operators: A·A⁺ = I, projections, and the consistent denoiser."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from kuosan.tasks.operators import BoxDownsample, ConsistentDenoiser, Identity, Mask
+from kuosan.tasks.operators import BicubicDownsample, BoxDownsample, ConsistentDenoiser, Identity, Mask
 
 
 def operators():
     known = (torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0)) > 0.4).float()
-    return [Identity(), BoxDownsample(2), BoxDownsample(3), BoxDownsample(4), Mask(known)]
+    return [Identity(), BoxDownsample(2), BoxDownsample(3), BoxDownsample(4), Mask(known),
+            BicubicDownsample(2), BicubicDownsample(3), BicubicDownsample(4)]
 
 
 @pytest.mark.parametrize("op", operators(), ids=lambda o: type(o).__name__ + str(getattr(o, "scale", "")))
@@ -51,3 +54,67 @@ def test_consistent_denoiser_output_always_satisfies_the_measurement(gaussian):
     d = ConsistentDenoiser(gaussian, op, op(truth))
     out = d(torch.randn(1, 1, 8, 8), torch.tensor([0.7]))
     assert torch.allclose(op(out), op(truth), atol=1e-6)
+
+
+@pytest.mark.parametrize("op", operators(), ids=lambda o: type(o).__name__ + str(getattr(o, "scale", "")))
+def test_prox_solves_the_weighted_least_squares_problem(op):
+    """x = argmin ‖A(x) − y‖² + w‖x − z‖² ⇔ Aᵀ(A(x) − y) + w(x − z) = 0 (Aᵀ by autograd); w = 0 projects."""
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(1, 2, 12, 12, generator=g, dtype=torch.float64)
+    y = op(torch.randn(1, 2, 12, 12, generator=g, dtype=torch.float64))
+    for weight in (0.05, 1.0, 20.0):
+        x = op.prox(z, y, weight).requires_grad_(True)
+        residual = op(x) - y
+        (adjoint,) = torch.autograd.grad(residual, x, residual)
+        torch.testing.assert_close(adjoint + weight * (x - z), torch.zeros_like(z), atol=1e-9, rtol=0)
+    torch.testing.assert_close(op.prox(z, y, 0.0), op.project(z, y))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_downsample_matches_pillow(scale):
+    """Antialiased bicubic shrinking as Pillow does it (float image, so no rounding)."""
+    rng = np.random.default_rng(scale)
+    image = rng.random((24, 36)).astype(np.float32)
+    ours = BicubicDownsample(scale)(torch.from_numpy(image)[None, None].double())[0, 0].numpy()
+    pillow = np.asarray(Image.fromarray(image, mode="F").resize((36 // scale, 24 // scale), Image.BICUBIC))
+    np.testing.assert_allclose(ours, pillow, atol=2e-6)
+    # Constant images stay constant (rows sum to 1, also at the edges).
+    flat = BicubicDownsample(scale)(torch.full((1, 1, 24, 36), 0.7, dtype=torch.float64))
+    torch.testing.assert_close(flat, torch.full_like(flat, 0.7))
+    with pytest.raises(ValueError, match="multiple"):
+        BicubicDownsample(scale)(torch.zeros(1, 1, 24 + 1, 36))
+
+
+def test_noisy_consistent_denoiser_trusts_y_at_high_sigma_and_the_prior_at_low(gaussian):
+    op, truth = BoxDownsample(2), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    y = op(truth)
+    noisy = ConsistentDenoiser(gaussian, op, y, noise_sigma=0.1)
+    x = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    high = noisy(x, torch.tensor([10.0]))
+    low = noisy(x, torch.tensor([0.001]))
+    assert (op(high) - y).abs().max() < 1e-3                                  # w = 1e-4: nearly projected
+    torch.testing.assert_close(low, gaussian(x, torch.tensor([0.001])), atol=1e-3, rtol=0)  # w = 1e4
+
+
+def test_inpainting_samples_only_the_holes_box_plus_context(gaussian):
+    from kuosan.tasks.restore import inpaint_tensor
+
+    shapes = []
+
+    def recording(x, sigma, **cond):
+        shapes.append(tuple(x.shape))
+        return gaussian(x, sigma)
+
+    recording.sigma_min, recording.sigma_max, recording.channels = 0.002, 80.0, 1
+    image = torch.rand(1, 1, 64, 96, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    fill = torch.zeros(64, 96, dtype=torch.bool)
+    fill[20:28, 30:38] = True
+    out = inpaint_tensor(recording, image, fill, steps=3, resample=2, context=10)
+    assert set(shapes) == {(1, 1, 28, 28)}                                    # 8 + 2·10 on each axis
+    assert torch.equal(out[..., ~fill], image[..., ~fill])                  # known pixels untouched
+    crop = inpaint_tensor(recording, image[..., 10:38, 20:48], fill[10:38, 20:48], steps=3, resample=2,
+                          context=None)
+    assert torch.equal(out[..., 10:38, 20:48], crop)
+    shapes.clear()
+    inpaint_tensor(recording, image, fill, steps=2, resample=1, context=None)
+    assert set(shapes) == {(1, 1, 64, 96)}

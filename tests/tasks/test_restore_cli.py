@@ -62,10 +62,18 @@ def test_cli_denoise_upscale_inpaint(files, tiny_rgb_model):
                  *model]) == 0
     up = Image.open(root / "u.png")
     assert up.mode == "RGBA" and up.size == (128, 96)
-    # Data consistency: the box average of the result is the input, to 8-bit rounding (clipping to
-    # [0, 255] can break it where the estimate overshoots).
-    low = np.asarray(up, np.float64)[..., :3].reshape(48, 2, 64, 2, 3).mean((1, 3))
+    # Data consistency: shrinking the result as Pillow does (bicubic, the default kernel) gives back the input,
+    # to 8-bit rounding (clipping to [0, 255] can break it where the estimate overshoots).
+    low = np.asarray(up.convert("RGB").resize((64, 48), Image.BICUBIC), np.float64)
     assert np.mean(np.abs(low - clean) <= 1.0) > 0.99
+    # The same with box averaging, and with noise in the input (which is then not reproduced exactly).
+    assert main(["upscale", str(root / "rgba.png"), str(root / "b.png"), "--kernel", "box", "--steps", "2",
+                 *model]) == 0
+    low = np.asarray(Image.open(root / "b.png"), np.float64)[..., :3].reshape(48, 2, 64, 2, 3).mean((1, 3))
+    assert np.mean(np.abs(low - clean) <= 1.0) > 0.99
+    assert main(["upscale", str(root / "rgba.png"), str(root / "n.png"), "--noise", "auto", "--steps", "2",
+                 *model]) == 0
+    assert Image.open(root / "n.png").size == (128, 96)
 
     assert main(["inpaint", str(root / "noisy.png"), str(root / "mask.png"), str(root / "i.png"),
                  "--steps", "2", "--resample", "2", *model]) == 0
@@ -96,6 +104,8 @@ BAD = [
     (["denoise", "{root}/noisy.png", "{root}/o.png", "--model", "{root}/nomodel"], "no such model"),
     (["denoise", "{root}/rgba.png", "{root}/o.jpg", "--sigma", "5"], "alpha"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--tile", "8"], "--tile"),
+    (["upscale", "{root}/noisy.png", "{root}/o.png", "--noise", "-1"], "--noise -1: must be between 0 and 255"),
+    (["upscale", "{root}/noisy.png", "{root}/o.png", "--noise", "some"], "--noise 'some': give a number"),
     (["inpaint", "{root}/noisy.png", "{root}/small.png", "{root}/o.png"], "mask is 8×8"),
     (["inpaint", "{root}/noisy.png", "{root}/mask.png", "{root}/mask.png"], "overwrite"),
 ]

@@ -3,11 +3,19 @@ projection of an estimate onto the set {x : A(x) = y}, as DDNM (Wang et al. 2023
 
     x ← x − A⁺(A(x) − y)        (keeps x's null-space part, takes the range-space part from y)
 
-Tensors are [B, C, H, W] in model units. ``Identity`` (plain denoising), ``BoxDownsample`` (s×s averaging,
-super-resolution) and ``Mask`` (missing pixels, inpainting) are here; blur or gray→colour are later work.
+and, for a measurement with noise of std σ_y, the proximal step that weighs y against an estimate z of std σ
+(DPIR's data step, Zhang et al. 2021; DDNM+'s noisy projection in the same spirit), with w = σ_y²/σ²:
+
+    x = argmin ‖A(x) − y‖² + w·‖x − z‖² = z − Aᵀ(AAᵀ + w·I)⁻¹(A(z) − y)      (w = 0: the projection)
+
+Tensors are [B, C, H, W] in model units. ``Identity`` (plain denoising), ``BoxDownsample`` (s×s averaging),
+``BicubicDownsample`` (antialiased bicubic, as Pillow and MATLAB shrink images) and ``Mask`` (missing pixels,
+inpainting) are here; blur or gray→colour are later work.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +36,12 @@ class Operator:
         Moore–Penrose inverse)."""
         return x - self.pinv(self.forward(x) - y)
 
+    def prox(self, z: Tensor, y: Tensor, weight: float) -> Tensor:
+        """argmin_x ‖A(x) − y‖² + weight·‖x − z‖² (weight = σ_y²/σ² for y with noise σ_y; 0 → ``project``)."""
+        if weight == 0:
+            return self.project(z, y)
+        raise NotImplementedError(f"{type(self).__name__} has no proximal step for noisy measurements")
+
     def __call__(self, x: Tensor) -> Tensor:
         return self.forward(x)
 
@@ -38,6 +52,9 @@ class Identity(Operator):
 
     def pinv(self, y: Tensor) -> Tensor:
         return y
+
+    def prox(self, z: Tensor, y: Tensor, weight: float) -> Tensor:
+        return (y + weight * z) / (1 + weight)
 
 
 class BoxDownsample(Operator):
@@ -56,6 +73,81 @@ class BoxDownsample(Operator):
 
     def pinv(self, y: Tensor) -> Tensor:
         return y.repeat_interleave(self.scale, dim=-2).repeat_interleave(self.scale, dim=-1)
+
+    def prox(self, z: Tensor, y: Tensor, weight: float) -> Tensor:
+        # AAᵀ = I/scale², so (AAᵀ + w)⁻¹ = scale²/(1 + w·scale²) and Aᵀ·scale² = A⁺.
+        return z - self.pinv(self.forward(z) - y) / (1 + weight * self.scale**2)
+
+
+def _keys_cubic(t: Tensor, a: float = -0.5) -> Tensor:
+    """Keys' cubic convolution kernel (a = −0.5: Pillow's and MATLAB's bicubic)."""
+    t = t.abs()
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+@functools.lru_cache(maxsize=8)
+def bicubic_matrix(size: int, scale: int) -> Tensor:
+    """The [size // scale, size] float64 matrix of antialiased bicubic shrinking along one axis: low-res
+    pixel i centred at (i + ½)·scale, Keys' kernel stretched by ``scale`` (support 4·scale pixels); taps past
+    the edge are dropped and each row renormalised to sum 1 — Pillow's ``resize(…, BICUBIC)``."""
+    if size % scale:
+        raise ValueError(f"image side {size} is not a multiple of {scale}")
+    low = size // scale
+    centres = (torch.arange(low, dtype=torch.float64) + 0.5) * scale
+    pixels = torch.arange(size, dtype=torch.float64) + 0.5
+    support = 2.0 * scale
+    first = torch.clamp((centres - support + 0.5).floor(), min=0)           # Pillow's tap window
+    last = torch.clamp((centres + support + 0.5).floor(), max=size)
+    inside = (pixels[None] - 0.5 >= first[:, None]) & (pixels[None] - 0.5 < last[:, None])
+    weights = _keys_cubic((pixels[None] - centres[:, None]) / scale) * inside
+    return weights / weights.sum(1, keepdim=True)
+
+
+class BicubicDownsample(Operator):
+    """Antialiased bicubic shrinking by an integer ``scale`` (``bicubic_matrix`` along each axis: y = A_h·x·A_wᵀ).
+
+    A⁺ = Aᵀ(AAᵀ)⁻¹ factorises the same way; the proximal step uses the eigenvectors of the two small Gram
+    matrices A_h·A_hᵀ and A_w·A_wᵀ, so it costs a few matrix products for any noise weight. Image sides must
+    be multiples of ``scale``.
+    """
+
+    def __init__(self, scale: int):
+        if scale < 1:
+            raise ValueError(f"scale must be ≥ 1, got {scale}")
+        self.scale = scale
+
+    def _axis(self, size: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(A, A⁺, eigenvalues of AAᵀ, its eigenvectors) for one axis, in ``like``'s dtype and device."""
+        a, pinv, values, vectors = _axis_factors(size, self.scale)
+        return tuple(t.to(device=like.device, dtype=like.dtype) for t in (a, pinv, values, vectors))
+
+    def forward(self, x: Tensor) -> Tensor:
+        a_h, a_w = self._axis(x.shape[-2], x)[0], self._axis(x.shape[-1], x)[0]
+        return a_h @ x @ a_w.T
+
+    def pinv(self, y: Tensor) -> Tensor:
+        p_h = self._axis(y.shape[-2] * self.scale, y)[1]
+        p_w = self._axis(y.shape[-1] * self.scale, y)[1]
+        return p_h @ y @ p_w.T
+
+    def prox(self, z: Tensor, y: Tensor, weight: float) -> Tensor:
+        if weight == 0:
+            return self.project(z, y)
+        a_h, _, l_h, u_h = self._axis(z.shape[-2], z)
+        a_w, _, l_w, u_w = self._axis(z.shape[-1], z)
+        r = u_h.T @ (a_h @ z @ a_w.T - y) @ u_w          # the residual in the eigenbasis of AAᵀ = G_h ⊗ G_w
+        r = r / (l_h[:, None] * l_w[None, :] + weight)
+        return z - a_h.T @ (u_h @ r @ u_w.T) @ a_w
+
+
+@functools.lru_cache(maxsize=8)
+def _axis_factors(size: int, scale: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    a = bicubic_matrix(size, scale)
+    values, vectors = torch.linalg.eigh(a @ a.T)
+    pinv = a.T @ (vectors / values) @ vectors.T
+    return a, pinv, values, vectors
 
 
 class Mask(Operator):
@@ -76,17 +168,27 @@ class Mask(Operator):
         known = self.known.to(x)
         return known * y + (1 - known) * x
 
+    def prox(self, z: Tensor, y: Tensor, weight: float) -> Tensor:
+        known = self.known.to(z)
+        return known * (y + weight * z) / (1 + weight) + (1 - known) * z
+
 
 class ConsistentDenoiser(torch.nn.Module):
     """D'(x, σ) = project(D(x, σ), y): the denoiser's estimate moved onto {A(x) = y} at every call, so any
-    sampler becomes a DDNM-style restoration sampler with no change to the sampler."""
+    sampler becomes a DDNM-style restoration sampler with no change to the sampler. With ``noise_sigma`` σ_y > 0
+    the estimate is instead weighed against y by the proximal step with weight σ_y²/σ²: y dominates while σ is
+    large, the prior once σ falls below σ_y."""
 
-    def __init__(self, denoiser, operator: Operator, y: Tensor):
+    def __init__(self, denoiser, operator: Operator, y: Tensor, noise_sigma: float = 0.0):
         super().__init__()
-        self.denoiser, self.operator, self.y = denoiser, operator, y
+        self.denoiser, self.operator, self.y, self.noise_sigma = denoiser, operator, y, noise_sigma
         self.sigma_min = denoiser.sigma_min
         self.sigma_max = denoiser.sigma_max
         self.channels = denoiser.channels
 
     def forward(self, x: Tensor, sigma, **cond) -> Tensor:
-        return self.operator.project(self.denoiser(x, sigma, **cond), self.y)
+        estimate = self.denoiser(x, sigma, **cond)
+        if self.noise_sigma == 0:
+            return self.operator.project(estimate, self.y)
+        sigma = float(torch.as_tensor(sigma).flatten()[0])
+        return self.operator.prox(estimate, self.y, (self.noise_sigma / max(sigma, 1e-12)) ** 2)

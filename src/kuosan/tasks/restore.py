@@ -5,10 +5,12 @@ All three are "D plus data consistency" on tensors [1, C, H, W] in model units (
 - ``denoise``: a noisy image y = x + σ_y·n *is* a point x_σ of the forward process at σ = σ_y. ``mmse``
   returns D(y, σ_y), the posterior mean (best PSNR), optionally averaged over the 8 flips/rotations;
   ``sample`` runs a stochastic sampler from σ_y down to 0, drawing a posterior sample.
-- ``upscale``: A = box downsampling. ``mmse`` (best PSNR) is plug-and-play (DPIR, Zhang et al. 2021):
-  x ← project(D(x, σ_k)) on a falling σ ladder, no fresh noise. ``sample`` is DDNM (Wang et al. 2023):
-  every denoiser estimate is projected onto {A(x) = y} inside ancestral sampling, drawing a posterior
-  sample (sharper, lower PSNR).
+- ``upscale``: A = antialiased bicubic (default; how Pillow, MATLAB and most software shrink images) or box
+  downsampling. ``mmse`` (best PSNR) is plug-and-play (DPIR, Zhang et al. 2021): x ← project(D(x, σ_k)) on
+  a falling σ ladder, no fresh noise. ``sample`` is DDNM (Wang et al. 2023): every denoiser estimate is
+  projected onto {A(x) = y} inside ancestral sampling, drawing a posterior sample (sharper, lower PSNR).
+  A low-resolution input with noise σ_y replaces the projection by the proximal step with weight σ_y²/σ²
+  (``operators``), and plug-and-play stops at σ_k = σ_y.
 - ``inpaint``: the same with A = a pixel mask, plus RePaint-style resampling (Lugmayr et al. 2022): each step
   is re-noised and redone ``resample`` times so the filled region harmonises with what is known.
 
@@ -29,7 +31,7 @@ from kuosan.diffusion.ladders import karras_sigmas
 from kuosan.errors import KuosanError
 from kuosan.samplers.sde import euler_ancestral
 from kuosan.tasks.noise_level import estimate_noise_sigma
-from kuosan.tasks.operators import BoxDownsample, ConsistentDenoiser, Mask
+from kuosan.tasks.operators import BicubicDownsample, BoxDownsample, ConsistentDenoiser, Mask, Operator
 from kuosan.tasks.tiling import TiledDenoiser
 
 DEFAULT_PRIOR = "builtin:photo"
@@ -103,36 +105,57 @@ def estimate_sigma(y: Tensor) -> float:
     return estimate_noise_sigma(y[0])
 
 
+DOWNSAMPLING_KERNELS = ("bicubic", "box")
+
+
+def downsampling(kernel: str, scale: int) -> Operator:
+    """The operator that made the low-resolution image: ``bicubic`` (antialiased, Pillow's) or ``box``."""
+    if kernel == "bicubic":
+        return BicubicDownsample(scale)
+    if kernel == "box":
+        return BoxDownsample(scale)
+    raise KuosanError(f"kernel {kernel!r}: use {' or '.join(DOWNSAMPLING_KERNELS)}")
+
+
 @torch.no_grad()
 def upscale_tensor(denoiser, low: Tensor, scale: int, *, mode: str = "mmse", steps: int | None = None,
-                   seed: int = 0, eta: float = 1.0, progress: bool = False) -> Tensor:
-    """Super-resolve low [1, C, h, w] by ``scale``, A = scale×scale box averaging (see module docstring).
+                   seed: int = 0, eta: float = 1.0, kernel: str = "bicubic", noise_sigma: float = 0.0,
+                   progress: bool = False) -> Tensor:
+    """Super-resolve low [1, C, h, w] by ``scale``, A = ``kernel`` downsampling (see module docstring);
+    ``noise_sigma``: the noise σ of ``low`` in model units.
 
-    ``mmse``: ``steps`` (default 10) plug-and-play iterations, σ from 0.6 to 0.02. ``sample``: DDNM
-    ancestral sampling, ``steps`` (default 20) from the prior's σ_max, noise fraction ``eta``.
+    ``mmse``: ``steps`` (default 10) plug-and-play iterations, σ from 0.6 to max(0.02, σ_y). ``sample``:
+    DDNM ancestral sampling, ``steps`` (default 20) from the prior's σ_max, noise fraction ``eta``.
     """
-    op = BoxDownsample(scale)
+    if noise_sigma < 0:
+        raise KuosanError(f"noise must be ≥ 0, got {noise_sigma}")
+    op = downsampling(kernel, scale)
     # Bicubic interpolation made consistent with y: a better start than A⁺y's blocks.
     bicubic = torch.nn.functional.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False)
-    start = op.project(bicubic, low)
+    start = op.project(bicubic, low) if noise_sigma == 0 else bicubic
     if mode == "mmse":
-        return _plug_and_play(denoiser, op, low, start, steps or 10, progress)
+        return _plug_and_play(denoiser, op, low, start, steps or 10, progress, noise_sigma=noise_sigma)
     if mode != "sample":
         raise KuosanError(f"mode {mode!r}: use mmse or sample")
-    return _consistent_sampling(denoiser, op, low, start, steps or 20, seed, eta, progress)
+    return _consistent_sampling(denoiser, op, low, start, steps or 20, seed, eta, progress,
+                                noise_sigma=noise_sigma)
 
 
 def _plug_and_play(denoiser, op, y: Tensor, start: Tensor, steps: int, progress: bool,
-                   sigma_hi: float = 0.6, sigma_lo: float = 0.02) -> Tensor:
-    """x ← project(D(x, σ_k), y) for σ_k log-spaced from ``sigma_hi`` to ``sigma_lo`` (model units)."""
+                   sigma_hi: float = 0.6, sigma_lo: float = 0.02, noise_sigma: float = 0.0) -> Tensor:
+    """x ← prox(D(x, σ_k), y) for σ_k log-spaced from ``sigma_hi`` to max(``sigma_lo``, σ_y) (model units);
+    with σ_y = 0 the proximal step is the projection."""
     if steps < 1:
         raise KuosanError(f"steps must be at least 1, got {steps}")
+    sigma_lo = max(sigma_lo, noise_sigma)
+    sigma_hi = max(sigma_hi, sigma_lo)
     sigmas = torch.logspace(math.log10(sigma_hi), math.log10(sigma_lo), steps) if steps > 1 \
         else torch.tensor([sigma_lo])
     x = start
     bar = _bar(steps) if progress else None
     for sigma in sigmas:
-        x = op.project(denoiser(x, torch.full((x.shape[0],), float(sigma), device=x.device)), y)
+        estimate = denoiser(x, torch.full((x.shape[0],), float(sigma), device=x.device))
+        x = op.prox(estimate, y, (noise_sigma / float(sigma)) ** 2)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -142,9 +165,26 @@ def _plug_and_play(denoiser, op, y: Tensor, start: Tensor, steps: int, progress:
 
 @torch.no_grad()
 def inpaint_tensor(denoiser, image: Tensor, fill: Tensor, *, steps: int = 25, resample: int = 4, seed: int = 0,
-                   eta: float = 1.0, progress: bool = False) -> Tensor:
-    """Fill the pixels where ``fill`` [H, W] is true, keeping the rest of image [1, C, H, W] exactly."""
-    known = (~fill.bool()).float()[None, None]
+                   eta: float = 1.0, context: int | None = 96, progress: bool = False) -> Tensor:
+    """Fill the pixels where ``fill`` [H, W] is true, keeping the rest of image [1, C, H, W] exactly.
+
+    Only the box around the holes plus ``context`` pixels on each side is sampled (None: the whole image):
+    the prior is local, so pixels farther away barely inform the fill, and a small hole in a large photo then
+    costs what a small image does.
+    """
+    fill = fill.bool()
+    if context is not None and fill.any():
+        rows, cols = fill.any(1).nonzero().flatten(), fill.any(0).nonzero().flatten()
+        top, left = max(int(rows[0]) - context, 0), max(int(cols[0]) - context, 0)
+        bottom = min(int(rows[-1]) + 1 + context, fill.shape[0])
+        right = min(int(cols[-1]) + 1 + context, fill.shape[1])
+        if (bottom - top, right - left) != tuple(fill.shape):
+            out = image.clone()
+            out[..., top:bottom, left:right] = inpaint_tensor(
+                denoiser, image[..., top:bottom, left:right], fill[top:bottom, left:right], steps=steps,
+                resample=resample, seed=seed, eta=eta, context=None, progress=progress)
+            return out
+    known = (~fill).float()[None, None]
     op = Mask(known)
     y = op.forward(image)
     # Start from the known pixels with the mean of the known ones in the hole.
@@ -154,13 +194,13 @@ def inpaint_tensor(denoiser, image: Tensor, fill: Tensor, *, steps: int = 25, re
 
 
 def _consistent_sampling(denoiser, op, y: Tensor, start: Tensor, steps: int, seed: int, eta: float,
-                         progress: bool, resample: int = 1) -> Tensor:
+                         progress: bool, resample: int = 1, noise_sigma: float = 0.0) -> Tensor:
     """``euler_ancestral`` (noise fraction η) with D' = project(D) on a Karras ladder from the prior's σ_max,
     one step at a time so that, with ``resample`` > 1, each step can be re-noised back to its starting σ
     and repeated (RePaint), the last pass going on."""
     if steps < 1:
         raise KuosanError(f"steps must be at least 1, got {steps}")
-    consistent = ConsistentDenoiser(denoiser, op, y)
+    consistent = ConsistentDenoiser(denoiser, op, y, noise_sigma)
     sigmas = karras_sigmas(steps, max(denoiser.sigma_min, 0.002), denoiser.sigma_max).to(y.device)
     g = torch.Generator(device=y.device).manual_seed(seed)
 
@@ -179,7 +219,7 @@ def _consistent_sampling(denoiser, op, y: Tensor, start: Tensor, steps: int, see
                 x = x + math.sqrt(s**2 - s_next**2) * noise_like(x)   # back to σ = s
     if bar is not None:
         bar.close()
-    return op.project(x, y)
+    return op.project(x, y) if noise_sigma == 0 else x
 
 
 def _bar(total: int):
@@ -296,15 +336,24 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
 
 
 def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int | None = None,
-            seed: int = 0, tile: int = 256, device: str = "cpu", progress: bool = False):
-    """Enlarge a PIL image or array ``scale``× (2 or 4; any integer ≥ 2 works). Alpha is resized bicubic."""
+            kernel: str = "bicubic", noise: float | None = 0.0, seed: int = 0, tile: int = 256,
+            device: str = "cpu", progress: bool = False):
+    """Enlarge a PIL image or array ``scale``× (2 or 4; any integer ≥ 2 works). ``kernel``: how the image was
+    shrunk (``bicubic``: antialiased, as Pillow/MATLAB/most software; ``box``: block averages). ``noise``: σ
+    of the input's noise in 0–255 units (None: estimate it). Alpha is resized bicubic."""
     if int(scale) != scale or scale < 2:
         raise KuosanError(f"scale must be a whole number ≥ 2, got {scale}")
     scale = int(scale)
     picture = _Picture(image)
+    if noise is None:
+        noise_model = estimate_sigma(picture.tensor)
+    elif not noise >= 0:
+        raise KuosanError(f"noise must be ≥ 0, got {noise}")
+    else:
+        noise_model = pixel_to_model_sigma(noise)
     d = prepare(load_prior(model, device), picture.channels, tile)
-    out = upscale_tensor(d, picture.tensor.to(device), scale, mode=mode, steps=steps, seed=seed,
-                         progress=progress)
+    out = upscale_tensor(d, picture.tensor.to(device), scale, mode=mode, steps=steps, seed=seed, kernel=kernel,
+                         noise_sigma=noise_model, progress=progress)
     alpha = None
     if picture.alpha is not None:
         a = torch.from_numpy(picture.alpha).float()[None, None]
