@@ -170,6 +170,7 @@ def main() -> None:
     runners = contenders()
     results: dict[tuple[str, str, int], Metrics] = {}
     floors: dict[str, float] = {}
+    floor_spreads: dict[str, float] = {}
     for mix_name, mixture in mixtures().items():
         n = args.n_low_dim if mixture.dim <= 2 else args.n
         g = torch.Generator().manual_seed(1)
@@ -181,6 +182,7 @@ def main() -> None:
         floor = Metrics(*(sum(getattr(m, f) for m in draws) / len(draws) for f in ("sw2", "weight_tv",
                                                                                   "spread_error")), 0)
         floors[mix_name] = floor.sw2
+        floor_spreads[mix_name] = float(torch.tensor([m.sw2 for m in draws]).std())
         print(f"\n## {mix_name} ({n} samples): noise floor (exact vs exact, mean of {len(draws)} draws) "
               f"sliced W2 {floor.sw2:.4f} "
               f"(range {min(m.sw2 for m in draws):.4f}–{max(m.sw2 for m in draws):.4f}), "
@@ -198,13 +200,14 @@ def main() -> None:
                 flag = "" if m.nfe <= nfe else f"(!{m.nfe})"
                 cells.append(f"{m.sw2:8.4f} {m.weight_tv:6.3f} {m.spread_error:6.3f}{flag}")
             print(f"{name:28s} " + " ".join(f"{c:>24s}" for c in cells))
-    summarize(results, floors, budgets, runners)
+    summarize(results, floors, floor_spreads, budgets, runners)
     if args.plot:
         plot(results, floors, budgets, runners, args.plot)
 
 
-def summarize(results, floors, budgets, runners) -> None:
-    print("\n## Best of each library: sliced-W2 excess over the noise floor (and max spread error)")
+def summarize(results, floors, floor_spreads, budgets, runners) -> None:
+    print("\n## Best of each library: sliced-W2 excess over the noise floor (and max spread error); '≈' marks a "
+          "difference smaller than the floor's own standard deviation over its draws (a tie)")
     print(f"{'mixture':24s} {'NFE':>4s} {'kuosan best':>34s} {'diffusers best':>34s} {'ratio':>6s}")
     for mix_name, floor in floors.items():
         for nfe in budgets:
@@ -216,6 +219,7 @@ def summarize(results, floors, budgets, runners) -> None:
             (kn, km), (dn, dm) = best["kuosan"], best["diffusers"]
             k_ex, d_ex = max(km.sw2 - floor, 0.0), max(dm.sw2 - floor, 0.0)
             ratio = f"{k_ex / d_ex:6.2f}" if d_ex > 0 else "  both 0" if k_ex == 0 else "     inf"
+            ratio += " ≈" if k_ex != d_ex and abs(k_ex - d_ex) < floor_spreads[mix_name] else ""
             print(f"{mix_name:24s} {nfe:4d} {kn[7:]:>18s} {k_ex:8.4f} ({km.spread_error:.3f}) "
                   f"{dn[10:]:>18s} {d_ex:8.4f} ({dm.spread_error:.3f}) {ratio}")
 
