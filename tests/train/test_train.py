@@ -112,3 +112,24 @@ def test_too_many_non_finite_steps_in_a_row_stop_with_a_clear_error_and_no_check
     with pytest.raises(kuosan.KuosanError, match="5 non-finite losses or gradients in a row"):
         train(config, tmp_path / "run", device="cpu", progress=False, dataset=_PoisonedDigits(range(8)))
     assert checkpoint_folders(tmp_path / "run") == []
+
+
+def test_weights_gone_non_finite_are_never_checkpointed(tmp_path, monkeypatch):
+    """If the weights themselves turn NaN (here: injected after the 3rd update), the next checkpoint is
+    refused with a clear error naming the last good one, and nothing is written for that step."""
+    original, updates = torch.optim.AdamW.step, []
+
+    def poisoning_step(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        updates.append(1)
+        if len(updates) == 3:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoning_step)
+    config = tiny_config("poison-weights", steps=8, batch=2, checkpoint_every=2, max_bad_steps=100)
+    with pytest.raises(kuosan.KuosanError, match=r"step 4: the weights hold NaN or inf; no checkpoint was "
+                                                 r"written \(the last good one is .*step-0000002\)"):
+        train(config, tmp_path / "run", device="cpu", progress=False, dataset=_PoisonedDigits([]))
+    assert [f.name for f in checkpoint_folders(tmp_path / "run")] == ["step-0000002"]

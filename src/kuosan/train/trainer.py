@@ -389,8 +389,10 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
                 preview_grid(ema, config, out / "samples" / f"step-{step:07d}.png", dev)
             if step % tc.checkpoint_every == 0 or last_step:
                 last_ckpt = out / CHECKPOINTS_DIR / f"step-{step:07d}"
+                # Every rank checks and all agree, so under DDP all stop together instead of the others
+                # waiting on rank 0 until the collective times out.
+                _check_finite(ema, denoiser, step, last_ckpt, dist)
                 if dist.main:
-                    _check_finite(ema, denoiser, step, last_ckpt)
                     state = {"step": step, "model": denoiser.state_dict(), "optimizer": optimizer.state_dict(),
                              "noise_rng": noise_gen.get_state(), "label_rng": label_gen.get_state(),
                              "cpu_rng": torch.get_rng_state(), "elapsed_s": elapsed, "skipped_steps": skipped,
@@ -429,9 +431,10 @@ def _collective_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _check_finite(ema, denoiser, step: int, folder: Path) -> None:
+def _check_finite(ema, denoiser, step: int, folder: Path, dist: Distributed) -> None:
     tensors = [*ema.state_dict().values(), *denoiser.state_dict().values()]
-    if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+    finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+    if not _all_ranks(finite, dist):
         previous = checkpoint_folders(folder.parent.parent)
         raise KuosanError(f"step {step}: the weights hold NaN or inf; no checkpoint was written"
                           + (f" (the last good one is {previous[-1]})" if previous else ""))
