@@ -87,7 +87,6 @@ def _keys_cubic(t: Tensor, a: float = -0.5) -> Tensor:
     return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
 
 
-@functools.lru_cache(maxsize=8)
 def bicubic_matrix(size: int, scale: int) -> Tensor:
     """The [size // scale, size] float64 matrix of antialiased bicubic shrinking along one axis: low-res
     pixel i centred at (i + ½)·scale, Keys' kernel stretched by ``scale`` (support 4·scale pixels); taps past
@@ -120,8 +119,7 @@ class BicubicDownsample(Operator):
 
     def _axis(self, size: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(A, A⁺, eigenvalues of AAᵀ, its eigenvectors) for one axis, in ``like``'s dtype and device."""
-        a, pinv, values, vectors = _axis_factors(size, self.scale)
-        return tuple(t.to(device=like.device, dtype=like.dtype) for t in (a, pinv, values, vectors))
+        return _axis_factors(size, self.scale, like.dtype, like.device)
 
     def forward(self, x: Tensor) -> Tensor:
         a_h, a_w = self._axis(x.shape[-2], x)[0], self._axis(x.shape[-1], x)[0]
@@ -143,11 +141,14 @@ class BicubicDownsample(Operator):
 
 
 @functools.lru_cache(maxsize=8)
-def _axis_factors(size: int, scale: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _axis_factors(size: int, scale: int, dtype: torch.dtype,
+                  device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Computed in float64 once per axis size, kept in the working dtype and device: the sampling loops
+    call the operator every step, and converting the matrices there would repeat the same copies."""
     a = bicubic_matrix(size, scale)
     values, vectors = torch.linalg.eigh(a @ a.T)
     pinv = a.T @ (vectors / values) @ vectors.T
-    return a, pinv, values, vectors
+    return tuple(t.to(device=device, dtype=dtype) for t in (a, pinv, values, vectors))
 
 
 class Mask(Operator):

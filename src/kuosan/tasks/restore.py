@@ -105,16 +105,14 @@ def estimate_sigma(y: Tensor) -> float:
     return estimate_noise_sigma(y[0])
 
 
-DOWNSAMPLING_KERNELS = ("bicubic", "box")
+DOWNSAMPLING_KERNELS: dict[str, type[Operator]] = {"bicubic": BicubicDownsample, "box": BoxDownsample}
 
 
 def downsampling(kernel: str, scale: int) -> Operator:
     """The operator that made the low-resolution image: ``bicubic`` (antialiased, Pillow's) or ``box``."""
-    if kernel == "bicubic":
-        return BicubicDownsample(scale)
-    if kernel == "box":
-        return BoxDownsample(scale)
-    raise KuosanError(f"kernel {kernel!r}: use {' or '.join(DOWNSAMPLING_KERNELS)}")
+    if kernel not in DOWNSAMPLING_KERNELS:
+        raise KuosanError(f"kernel {kernel!r}: use {' or '.join(DOWNSAMPLING_KERNELS)}")
+    return DOWNSAMPLING_KERNELS[kernel](scale)
 
 
 @torch.no_grad()
