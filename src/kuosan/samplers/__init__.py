@@ -13,6 +13,8 @@ that are not a sampler's own options (``class_labels`` …) are passed through t
 | unipc             | ODE multistep, predictor-corrector | 3 | N              |
 | euler_ancestral   | SDE (DDPM)    | 1     | N                          |
 | dpmpp_2m_sde      | SDE multistep | 2     | N                          |
+
+``tune_sigmas`` fits a ladder to one model for a deterministic sampler and a small budget (see its doc).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import Tensor
 from kuosan.diffusion.ladders import karras_sigmas, knee_sigmas, loglinear_sigmas
 from kuosan.samplers.ode import dpmpp_2m, euler, heun, ipndm, unipc
 from kuosan.samplers.sde import dpmpp_2m_sde, euler_ancestral
+from kuosan.samplers.tuning import tune_sigmas
 
 
 @dataclass(frozen=True)
@@ -82,5 +85,5 @@ def recommended_sigmas(name: str, nfe: int, sigma_min: float = 0.002, sigma_max:
     return sampler.ladder(sampler.steps_for(nfe), sigma_min, sigma_max)
 
 
-__all__ = ["available", "get", "info", "recommended_sigmas", "SamplerInfo",
+__all__ = ["available", "get", "info", "recommended_sigmas", "tune_sigmas", "SamplerInfo",
            "euler", "heun", "dpmpp_2m", "ipndm", "unipc", "euler_ancestral", "dpmpp_2m_sde"]
