@@ -55,6 +55,21 @@ def test_train_sample_info_end_to_end(trained_run, tmp_path, capsys):
     assert "2 classes" not in text and "x, y" in text and "step 3" in text
 
 
+def test_sample_tunes_a_ladder_and_the_printed_ladder_reproduces_the_images(trained_run, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["sample", str(trained_run), "--n", "4", "--sampler", "unipc", "--nfe", "3", "--tune-ladder", "4",
+                 "--out", str(tmp_path / "tuned.npz")]) == 0
+    line = [t for t in capsys.readouterr().err.splitlines() if "tuned σ ladder" in t][-1]
+    ladder = line.split(": ")[-1]
+    values = [float(v) for v in ladder.split(",")]
+    assert len(values) == 4 and values[-1] == 0 and values == sorted(values, reverse=True)
+    assert main(["sample", str(trained_run), "--n", "4", "--sampler", "unipc", "--sigmas", ladder,
+                 "--out", str(tmp_path / "again.npz")]) == 0
+    # The printed ladder is rounded to 5 digits; the 8-bit images come out the same.
+    a, b = np.load(tmp_path / "tuned.npz")["images"], np.load(tmp_path / "again.npz")["images"]
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
 def test_python_m_kuosan_runs_and_sample_is_reproducible(trained_run, tmp_path):
     a = run_cli("sample", trained_run, "--n", "2", "--steps", "2", "--seed", "5", "--out", tmp_path / "a.png")
     b = run_cli("sample", trained_run, "--n", "2", "--steps", "2", "--seed", "5", "--out", tmp_path / "b.png")
@@ -138,6 +153,12 @@ BAD = [
     (["sample", *M, "--n", "0"], "--n: must be at least 1"),
     (["sample", *M, "--steps", "0"], "--steps: must be at least 1"),
     (["sample", *M, "--nfe", "-3"], "--nfe: must be at least 1"),
+    (["sample", *M, "--sigmas", "80,1,x"], "give numbers separated by commas"),
+    (["sample", *M, "--sigmas", "80,1,2,0"], "must be descending, positive and end in 0"),
+    (["sample", *M, "--sigmas", "80,1"], "must be descending, positive and end in 0"),
+    (["sample", *M, "--tune-ladder", "4", "--sigmas", "80,1,0"], "either --sigmas or --tune-ladder"),
+    (["sample", *M, "--tune-ladder", "4", "--sampler", "euler_ancestral"], "deterministic sampler"),
+    (["sample", *M, "--tune-ladder", "0"], "--tune-ladder: must be at least 1"),
     (["sample", "{root}/gray-model", "--out", "{tmp}/nofolder/g.png"], "folder {tmp}/nofolder does not exist"),
     (["sample", "{root}/gray-model", "--out", "{root}/afile.txt/g.png"], "afile.txt is not a folder"),
     (["info", "{root}/missing-run"], "no such model"),

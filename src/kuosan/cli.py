@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=18,
                    help="sampler steps on its recommended σ ladder (heun: 2·steps−1 network calls)")
     p.add_argument("--nfe", type=_positive_int, help="budget of network calls instead of --steps")
+    p.add_argument("--sigmas", metavar="S,S,...,0",
+                   help="an explicit σ ladder (descending, ending in 0; e.g. printed by --tune-ladder) instead "
+                        "of --steps/--nfe")
+    p.add_argument("--tune-ladder", metavar="DRAWS", type=_positive_int,
+                   help="first fit the σ ladder to this model (deterministic samplers; best at 5–12 calls): "
+                        "few-step solves of DRAWS noise images of its own are matched to accurate ones; "
+                        "prints the ladder for reuse with --sigmas")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--label", type=int, help="class index for every image (class-conditional models); "
                    "default: cycle through all classes")
@@ -329,6 +336,14 @@ def cmd_inpaint(args) -> None:
     print(f"kuosan: wrote {dst}")
 
 
+def _sigma_ladder(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise KuosanError(f"--sigmas {text!r}: give numbers separated by commas, e.g. 80,5,1,0.1,0") from None
+    return values  # generate() checks that it is a ladder
+
+
 def _int_list(text: str, what: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -456,8 +471,24 @@ def cmd_sample(args) -> None:
         labels = torch.full((args.n,), args.label)
     elif classes:
         labels = torch.arange(args.n) % len(classes)
+    sigmas = _sigma_ladder(args.sigmas) if args.sigmas else None
+    if args.tune_ladder:
+        from kuosan import samplers
+        from kuosan.tasks.generate import tune_ladder
+
+        if sigmas is not None:
+            raise KuosanError("give either --sigmas or --tune-ladder, not both")
+        nfe = args.nfe or samplers.info(args.sampler).calls(args.steps)
+        tune_labels = None if not classes else torch.arange(args.tune_ladder) % len(classes)
+        if args.label is not None:
+            tune_labels = torch.full((args.tune_ladder,), args.label)
+        sigmas = tune_ladder(denoiser, args.tune_ladder, sampler=args.sampler, nfe=nfe, seed=args.seed,
+                             labels=tune_labels, guidance=args.guidance, progress=True)
+        print("kuosan: tuned σ ladder (reuse with --sigmas): " + ",".join(f"{float(v):.5g}" for v in sigmas),
+              file=sys.stderr)
     images = generate(denoiser, args.n, sampler=args.sampler, steps=args.steps, nfe=args.nfe, seed=args.seed,
-                      labels=labels, guidance=args.guidance, batch_size=args.batch_size, progress=True)
+                      labels=labels, guidance=args.guidance, batch_size=args.batch_size, sigmas=sigmas,
+                      progress=True)
     nrow = args.nrow or (len(classes) if classes and args.label is None else None)
     written = write_samples(images, labels, out, kind, nrow=nrow, scale=args.scale)
     print(f"kuosan: wrote {written}")

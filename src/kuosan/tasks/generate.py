@@ -13,14 +13,16 @@ from kuosan.errors import KuosanError
 def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sampler: str = "heun",
              steps: int | None = 18, nfe: int | None = None, seed: int = 0, labels: Tensor | list | None = None,
              guidance: float = 1.0, batch_size: int = 256, sigma_min: float | None = None,
-             sigma_max: float | None = None, callback=None, progress: bool = False) -> Tensor:
+             sigma_max: float | None = None, sigmas: Tensor | None = None, callback=None,
+             progress: bool = False) -> Tensor:
     """Draw ``n`` images [n, C, H, W] in [-1, 1].
 
     ``steps`` is the sampler's number of steps on the σ ladder kuosan recommends for it (heun: Karras ρ=7,
     EDM's 18 steps = 35 denoiser calls); give ``nfe`` instead to fit the sampler into that many calls.
     ``labels`` (class indices, −1 = none) and ``guidance`` (classifier-free guidance scale; 1 = off) apply
     to class-conditional models. With a deterministic sampler the same ``seed`` gives the same images
-    whatever the ``batch_size``.
+    whatever the ``batch_size``. ``sigmas`` — an explicit σ ladder (descending, ending in 0; e.g. from
+    ``kuosan.samplers.tune_sigmas``) — replaces ``steps``/``nfe``.
     """
     if n < 1:
         raise KuosanError(f"n must be at least 1, got {n}")
@@ -28,7 +30,11 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
     config = getattr(denoiser, "config", None)
     lo = sigma_min if sigma_min is not None else denoiser.sigma_min
     hi = sigma_max if sigma_max is not None else denoiser.sigma_max
-    if nfe is not None:
+    if sigmas is not None:
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten()
+        if len(sigmas) < 2 or sigmas[-1] != 0 or not bool((sigmas.diff() < 0).all()) or sigmas[-2] <= 0:
+            raise KuosanError("a σ ladder must be descending, positive and end in 0, e.g. 80,5,1,0.1,0")
+    elif nfe is not None:
         sigmas = samplers.recommended_sigmas(sampler, nfe, lo, hi)
     else:
         if steps is None or steps < 1:
@@ -74,6 +80,36 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
         with torch.no_grad():
             out.append(fn(denoiser, x, sigmas.to(device), generator=batch_gen, callback=callback, **cond).cpu())
     return torch.cat(out)
+
+
+def tune_ladder(denoiser, draws: int, *, sampler: str = "unipc", nfe: int = 10, seed: int = 0,
+                labels: Tensor | None = None, guidance: float = 1.0, size: int | tuple[int, int] | None = None,
+                progress: bool = False) -> Tensor:
+    """A σ ladder for ``sampler`` within ``nfe`` calls, tuned to this model on ``draws`` noise images of its
+    own (seeded apart from ``generate``'s, so the images later sampled are not the ones it was fitted to);
+    see ``kuosan.samplers.tune_sigmas``. ``labels`` (one per draw) and ``guidance`` as in ``generate``."""
+    from kuosan.samplers.tuning import tune_sigmas
+
+    info = _sampler(sampler)
+    if info.stochastic:
+        raise KuosanError(f"a ladder can only be tuned for a deterministic sampler; {sampler!r} is stochastic")
+    if draws < 1:
+        raise KuosanError(f"need at least 1 draw to tune a ladder, got {draws}")
+    config = getattr(denoiser, "config", None)
+    if size is None:
+        if config is None:
+            raise KuosanError("size is needed for a denoiser without a config")
+        size = config.data.size
+    height, width = (size, size) if isinstance(size, int) else size
+    device = device_of(denoiser)
+    noise = torch.randn(draws, denoiser.channels, height, width,
+                        generator=torch.Generator().manual_seed(10_007 + seed)).to(device)
+    cond = {} if labels is None else {"class_labels": torch.as_tensor(labels, dtype=torch.long).to(device)}
+    if guidance != 1.0:
+        if labels is None:
+            raise KuosanError("guidance needs class labels")
+        denoiser = ClassifierFreeGuidance(denoiser, guidance)
+    return tune_sigmas(denoiser, sampler, noise, nfe, progress=progress, **cond).cpu()
 
 
 def device_of(denoiser) -> torch.device:
