@@ -1,7 +1,8 @@
 """kuosan (扩散): diffusion models for images in σ-space.
 
 Python API: ``kuosan.train.train`` a model, ``kuosan.load`` it as a denoiser, ``kuosan.generate`` images;
-restore photos with ``kuosan.denoise``, ``kuosan.upscale``, ``kuosan.inpaint`` (``kuosan.estimate_noise``).
+restore photos with ``kuosan.denoise``, ``kuosan.upscale``, ``kuosan.deblur``, ``kuosan.inpaint``
+(``kuosan.estimate_noise``).
 Heavy modules are imported on first use so that ``import kuosan`` and ``kuosan --help`` stay fast.
 """
 
@@ -17,6 +18,7 @@ _LAZY = {
     "RunConfig": ("kuosan.config", "RunConfig"),
     "denoise": ("kuosan.tasks.restore", "denoise"),
     "upscale": ("kuosan.tasks.restore", "upscale"),
+    "deblur": ("kuosan.tasks.restore", "deblur"),
     "inpaint": ("kuosan.tasks.restore", "inpaint"),
     "estimate_noise": ("kuosan.tasks.restore", "estimate_noise"),
 }

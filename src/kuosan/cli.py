@@ -187,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="PANEL.png", help="also write bicubic | kuosan side by side")
     _restore_options(p)
 
+    p = sub.add_parser("deblur", help="undo a known blur (Gaussian of given width, or a kernel image)",
+                       formatter_class=fmt,
+                       description=restore_help + " The input is taken to be the output blurred with --blur "
+                       "or --kernel, plus noise of σ --noise.")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--blur", type=float, default=1.6, metavar="STD",
+                   help="std of the Gaussian blur in pixels")
+    p.add_argument("--kernel", metavar="KERNEL.png",
+                   help="instead of --blur: the blur kernel as a gray image (odd sides; normalised to sum 1)")
+    p.add_argument("--steps", type=_positive_int, default=20, help="plug-and-play iterations")
+    p.add_argument("--noise", default="0", metavar="SIGMA|auto",
+                   help="noise σ of the input in 0–255 pixel units (default 0), or auto to estimate it")
+    p.add_argument("--compare", metavar="PANEL.png", help="also write input | kuosan side by side")
+    _restore_options(p)
+
     p = sub.add_parser("inpaint", help="fill the white part of a mask", formatter_class=fmt,
                        description=restore_help + " MASK: same size as IN, white = fill.")
     p.add_argument("input", metavar="IN")
@@ -315,6 +331,26 @@ def cmd_upscale(args) -> None:
     _save_result(out, dst)
     if args.compare:
         _panel([image.resize(out.size, Image.BICUBIC), out], args.compare)
+    print(f"kuosan: wrote {dst}" + (f" and {args.compare}" if args.compare else ""))
+
+
+def cmd_deblur(args) -> None:
+    import numpy as np
+
+    from kuosan.data.io import open_image
+    from kuosan.tasks.restore import deblur, estimate_noise
+    from kuosan.train.trainer import resolve_device
+
+    image, dst = _restore_io(args)
+    blur = args.blur
+    if args.kernel:
+        blur = np.asarray(open_image(args.kernel).convert("F"), dtype=np.float64)
+    noise = _noise_level(args.noise, "--noise", image, estimate_noise)
+    out = deblur(image, blur, model=args.model, steps=args.steps, noise=noise, tile=args.tile,
+                 device=resolve_device(args.device), progress=True)
+    _save_result(out, dst)
+    if args.compare:
+        _panel([image, out], args.compare)
     print(f"kuosan: wrote {dst}" + (f" and {args.compare}" if args.compare else ""))
 
 
@@ -556,7 +592,7 @@ def cmd_info(args) -> None:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "denoise": cmd_denoise,
-            "upscale": cmd_upscale, "inpaint": cmd_inpaint, "eval": cmd_eval,
+            "upscale": cmd_upscale, "deblur": cmd_deblur, "inpaint": cmd_inpaint, "eval": cmd_eval,
             "demo": cmd_demo}
 
 

@@ -5,20 +5,38 @@ import pytest
 import torch
 from PIL import Image
 
-from kuosan.tasks.operators import BicubicDownsample, BoxDownsample, ConsistentDenoiser, Identity, Mask
+from kuosan.tasks.operators import (
+    BicubicDownsample,
+    Blur,
+    BoxDownsample,
+    ConsistentDenoiser,
+    Identity,
+    Mask,
+    gaussian_kernel,
+)
 
 
 def operators():
     known = (torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0)) > 0.4).float()
     return [Identity(), BoxDownsample(2), BoxDownsample(3), BoxDownsample(4), Mask(known),
-            BicubicDownsample(2), BicubicDownsample(3), BicubicDownsample(4)]
+            BicubicDownsample(2), BicubicDownsample(3), BicubicDownsample(4),
+            Blur(gaussian_kernel(1.0)), Blur(torch.ones(3, 3)),
+            Blur(torch.rand(5, 3, generator=torch.Generator().manual_seed(4)))]
 
 
-@pytest.mark.parametrize("op", operators(), ids=lambda o: type(o).__name__ + str(getattr(o, "scale", "")))
+def _name(op) -> str:
+    size = getattr(op, "scale", None) or "x".join(map(str, getattr(op, "kernel", torch.zeros(0)).shape))
+    return type(op).__name__ + str(size)
+
+
+@pytest.mark.parametrize("op", operators(), ids=lambda o: _name(o))
 def test_pinv_is_a_right_inverse_and_projection_is_consistent_and_idempotent(op):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 3, 12, 12, generator=g)
-    y = op(torch.randn(2, 3, 12, 12, generator=g))
+    # A blur is ill-conditioned (|K| down to 2e-4 for the Gaussian here): the consistent set cannot be held
+    # to 1e-6 in float32, so it is checked in float64.
+    dtype = torch.float64 if isinstance(op, Blur) else torch.float32
+    x = torch.randn(2, 3, 12, 12, generator=g, dtype=dtype)
+    y = op(torch.randn(2, 3, 12, 12, generator=g, dtype=dtype))
     assert torch.allclose(op(op.pinv(y)), y, atol=1e-6)                     # A(A⁺y) = y
     p = op.project(x, y)
     assert torch.allclose(op(p), y, atol=1e-6)                               # consistent with y
@@ -56,7 +74,7 @@ def test_consistent_denoiser_output_always_satisfies_the_measurement(gaussian):
     assert torch.allclose(op(out), op(truth), atol=1e-6)
 
 
-@pytest.mark.parametrize("op", operators(), ids=lambda o: type(o).__name__ + str(getattr(o, "scale", "")))
+@pytest.mark.parametrize("op", operators(), ids=lambda o: _name(o))
 def test_prox_solves_the_weighted_least_squares_problem(op):
     """x = argmin ‖A(x) − y‖² + w‖x − z‖² ⇔ Aᵀ(A(x) − y) + w(x − z) = 0 (Aᵀ by autograd); w = 0 projects."""
     g = torch.Generator().manual_seed(2)
@@ -118,3 +136,16 @@ def test_inpainting_samples_only_the_holes_box_plus_context(gaussian):
     shapes.clear()
     inpaint_tensor(recording, image, fill, steps=2, resample=1, context=None)
     assert set(shapes) == {(1, 1, 64, 96)}
+
+
+def test_blur_is_a_periodic_convolution_with_the_centred_kernel():
+    kernel = torch.rand(3, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    x = torch.randn(1, 2, 9, 11, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    direct = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (2, 2, 1, 1), mode="circular").reshape(2, 1, 11, 15),
+                                        (kernel / kernel.sum()).flip(0, 1)[None, None]).reshape(1, 2, 9, 11)
+    torch.testing.assert_close(Blur(kernel)(x), direct)
+    assert float(gaussian_kernel(1.5).sum()) == pytest.approx(1.0) and gaussian_kernel(1.5).shape == (11, 11)
+    with pytest.raises(ValueError, match="odd sides"):
+        Blur(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="smaller than the blur kernel"):
+        Blur(gaussian_kernel(2.0))(torch.zeros(1, 1, 8, 8))

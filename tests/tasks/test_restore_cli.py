@@ -48,6 +48,18 @@ def test_builtin_photo_prior_denoises_a_held_out_photo():
     assert psnr(out, clean) > psnr(noisy, clean) + 6
 
 
+def test_builtin_photo_prior_deblurs_a_held_out_photo():
+    from kuosan.tasks.operators import Blur, gaussian_kernel
+
+    clean = astronaut(gray=True)[64:128, 64:128].astype(np.float64)
+    x = torch.nn.functional.pad(torch.from_numpy(clean)[None, None], (7, 7, 7, 7), mode="reflect")
+    blurred = Blur(gaussian_kernel(2.0))(x)[0, 0, 7:-7, 7:-7].numpy()
+    blurred = np.clip(blurred + 2 * np.random.default_rng(0).standard_normal(blurred.shape), 0, 255)
+    out = kuosan.deblur(Image.fromarray(blurred.round().astype(np.uint8)), 2.0, noise=2)
+    assert out.mode == "L" and out.size == (64, 64)
+    assert psnr(out, clean) > psnr(blurred, clean) + 2
+
+
 def test_cli_denoise_upscale_inpaint(files, tiny_rgb_model):
     root, clean = files
     model = ["--model", str(tiny_rgb_model), "--device", "cpu"]
@@ -74,6 +86,15 @@ def test_cli_denoise_upscale_inpaint(files, tiny_rgb_model):
     assert main(["upscale", str(root / "rgba.png"), str(root / "n.png"), "--noise", "auto", "--steps", "2",
                  *model]) == 0
     assert Image.open(root / "n.png").size == (128, 96)
+
+    assert main(["deblur", str(root / "rgba.png"), str(root / "db.png"), "--blur", "1.2", "--steps", "2",
+                 "--compare", str(root / "db-panel.png"), *model]) == 0
+    assert Image.open(root / "db.png").mode == "RGBA" and Image.open(root / "db.png").size == (64, 48)
+    assert Image.open(root / "db-panel.png").size == (64 * 2 + 8, 48)
+    Image.fromarray(np.array([[0, 64, 0], [64, 255, 64], [0, 64, 0]], np.uint8)).save(root / "kernel.png")
+    assert main(["deblur", str(root / "noisy.png"), str(root / "dk.png"), "--kernel", str(root / "kernel.png"),
+                 "--noise", "auto", "--steps", "2", *model]) == 0
+    assert Image.open(root / "dk.png").size == (64, 48)
 
     assert main(["inpaint", str(root / "noisy.png"), str(root / "mask.png"), str(root / "i.png"),
                  "--steps", "2", "--resample", "2", *model]) == 0
@@ -106,6 +127,10 @@ BAD = [
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--tile", "8"], "--tile"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--noise", "-1"], "--noise -1: must be between 0 and 255"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--noise", "some"], "--noise 'some': give a number"),
+    (["deblur", "{root}/noisy.png", "{root}/o.png", "--blur", "0"], "blur std must be > 0 pixels, got 0.0"),
+    (["deblur", "{root}/noisy.png", "{root}/o.png", "--kernel", "{root}/small.png"], "odd sides"),
+    (["deblur", "{root}/noisy.png", "{root}/o.png", "--kernel", "{root}/missing.png"], "no such image file"),
+    (["deblur", "{root}/noisy.png", "{root}/o.png", "--noise", "-1"], "--noise -1: must be between 0 and 255"),
     (["inpaint", "{root}/noisy.png", "{root}/small.png", "{root}/o.png"], "mask is 8×8"),
     (["inpaint", "{root}/noisy.png", "{root}/mask.png", "{root}/mask.png"], "overwrite"),
 ]

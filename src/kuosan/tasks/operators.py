@@ -9,13 +9,15 @@ and, for a measurement with noise of std σ_y, the proximal step that weighs y a
     x = argmin ‖A(x) − y‖² + w·‖x − z‖² = z − Aᵀ(AAᵀ + w·I)⁻¹(A(z) − y)      (w = 0: the projection)
 
 Tensors are [B, C, H, W] in model units. ``Identity`` (plain denoising), ``BoxDownsample`` (s×s averaging),
-``BicubicDownsample`` (antialiased bicubic, as Pillow and MATLAB shrink images) and ``Mask`` (missing pixels,
-inpainting) are here; blur or gray→colour are later work.
+``BicubicDownsample`` (antialiased bicubic, as Pillow and MATLAB shrink images), ``Mask`` (missing pixels,
+inpainting) and ``Blur`` (convolution with a known kernel, deblurring) are here; gray→colour is later work.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -172,6 +174,70 @@ class Mask(Operator):
     def prox(self, z: Tensor, y: Tensor, weight: float) -> Tensor:
         known = self.known.to(z)
         return known * (y + weight * z) / (1 + weight) + (1 - known) * z
+
+
+def gaussian_kernel(std: float, radius: int | None = None) -> Tensor:
+    """A normalised 2-D Gaussian blur kernel of standard deviation ``std`` pixels, (2r+1)², r = ⌈3·std⌉."""
+    if not std > 0:
+        raise ValueError(f"blur std must be > 0, got {std}")
+    radius = max(1, math.ceil(3 * std)) if radius is None else radius
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (t / std) ** 2)
+    kernel = g[:, None] * g[None, :]
+    return kernel / kernel.sum()
+
+
+class Blur(Operator):
+    """Convolution with a blur ``kernel`` ([kh, kw], odd sides, normalised to sum 1) with periodic boundaries,
+    so A is diagonal in the 2-D Fourier basis: A = F⁻¹·diag(K)·F. Then A⁺ = F⁻¹·diag(K̄/|K|²)·F on the
+    frequencies with |K| > ``cutoff`` and 0 elsewhere (the Moore–Penrose inverse once those count as zero;
+    A(A⁺y) = y for y = A(x) up to cutoff·|x̂| there), and the proximal step is exact:
+    x̂ = (K̄·ŷ + w·ẑ)/(|K|² + w). Callers pad a photo by reflection first (``deblur_tensor``) so the periodic
+    wrap-around falls outside it."""
+
+    def __init__(self, kernel: Tensor, cutoff: float = 1e-4):
+        kernel = torch.as_tensor(kernel, dtype=torch.float64)
+        if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
+            raise ValueError(f"a blur kernel must be 2-D with odd sides, got shape {tuple(kernel.shape)}")
+        if (kernel < 0).any() or kernel.sum() <= 0:
+            raise ValueError("a blur kernel must be non-negative with a positive sum")
+        self.kernel, self.cutoff = kernel / kernel.sum(), cutoff
+        self._spectra: dict[tuple, Tensor] = {}
+
+    def _spectrum(self, x: Tensor) -> Tensor:
+        """rfft2 of the kernel on x's H×W grid, centred on pixel (0, 0); kept per size and device."""
+        height, width = x.shape[-2:]
+        key = (height, width, x.device)
+        if key not in self._spectra:
+            kh, kw = self.kernel.shape
+            if kh > height or kw > width:
+                raise ValueError(f"image {height}×{width} is smaller than the blur kernel {kh}×{kw}")
+            grid = torch.zeros(height, width, dtype=torch.float64)
+            grid[:kh, :kw] = self.kernel
+            grid = torch.roll(grid, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+            self._spectra[key] = torch.fft.rfft2(grid).to(x.device)
+        return self._spectra[key]
+
+    # In float64 whatever the input: dividing by |K|² (down to cutoff²) would amplify float32 rounding.
+    def _apply(self, x: Tensor, spectrum_of: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        k = self._spectrum(x)
+        return torch.fft.irfft2(spectrum_of(torch.fft.rfft2(x.double()), k), s=x.shape[-2:]).to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._apply(x, lambda xf, k: xf * k)
+
+    def pinv(self, y: Tensor) -> Tensor:
+        def inverse(yf: Tensor, k: Tensor) -> Tensor:
+            keep = k.abs() > self.cutoff
+            return torch.where(keep, yf * k.conj() / k.abs().square().clamp_min(self.cutoff**2), 0)
+
+        return self._apply(y, inverse)
+
+    def prox(self, z: Tensor, y: Tensor, weight: float) -> Tensor:
+        if weight == 0:
+            return self.project(z, y)
+        yf = torch.fft.rfft2(y.double())
+        return self._apply(z, lambda zf, k: (k.conj() * yf + weight * zf) / (k.abs().square() + weight))
 
 
 class ConsistentDenoiser(torch.nn.Module):

@@ -1,6 +1,6 @@
-"""Restoration with a diffusion prior: blind denoising, super-resolution, inpainting.
+"""Restoration with a diffusion prior: blind denoising, super-resolution, deblurring, inpainting.
 
-All three are "D plus data consistency" on tensors [1, C, H, W] in model units ([-1, 1]):
+All are "D plus data consistency" on tensors [1, C, H, W] in model units ([-1, 1]):
 
 - ``denoise``: a noisy image y = x + σ_y·n *is* a point x_σ of the forward process at σ = σ_y. ``mmse``
   returns D(y, σ_y), the posterior mean (best PSNR), optionally averaged over the 8 flips/rotations;
@@ -11,6 +11,10 @@ All three are "D plus data consistency" on tensors [1, C, H, W] in model units (
   projected onto {A(x) = y} inside ancestral sampling, drawing a posterior sample (sharper, lower PSNR).
   A low-resolution input with noise σ_y replaces the projection by the proximal step with weight σ_y²/σ²
   (``operators``), and plug-and-play stops at σ_k = σ_y.
+- ``deblur``: A = convolution with a known kernel (a Gaussian of given std, or any kernel), plug-and-play
+  as for ``upscale`` with the exact Fourier-domain proximal step (DPIR's deblurring). The image is padded by
+  reflection so the operator's periodic wrap-around falls outside it, and σ_y is at least the 8-bit rounding
+  noise, so the data step never divides by a vanishing |K|².
 - ``inpaint``: the same with A = a pixel mask, plus RePaint-style resampling (Lugmayr et al. 2022): each step
   is re-noised and redone ``resample`` times so the filled region harmonises with what is known.
 
@@ -31,7 +35,15 @@ from kuosan.diffusion.ladders import karras_sigmas
 from kuosan.errors import KuosanError
 from kuosan.samplers.sde import euler_ancestral
 from kuosan.tasks.noise_level import estimate_noise_sigma
-from kuosan.tasks.operators import BicubicDownsample, BoxDownsample, ConsistentDenoiser, Mask, Operator
+from kuosan.tasks.operators import (
+    BicubicDownsample,
+    Blur,
+    BoxDownsample,
+    ConsistentDenoiser,
+    Mask,
+    Operator,
+    gaussian_kernel,
+)
 from kuosan.tasks.tiling import TiledDenoiser
 
 DEFAULT_PRIOR = "builtin:photo"
@@ -137,6 +149,32 @@ def upscale_tensor(denoiser, low: Tensor, scale: int, *, mode: str = "mmse", ste
         raise KuosanError(f"mode {mode!r}: use mmse or sample")
     return _consistent_sampling(denoiser, op, low, start, steps or 20, seed, eta, progress,
                                 noise_sigma=noise_sigma)
+
+
+QUANTIZATION_SIGMA = 2 / 255 / math.sqrt(12)  # std of 8-bit rounding in model units (one level = 2/255)
+
+
+@torch.no_grad()
+def deblur_tensor(denoiser, blurred: Tensor, kernel: Tensor, *, steps: int = 20, noise_sigma: float = 0.0,
+                  progress: bool = False) -> Tensor:
+    """Deblur ``blurred`` [1, C, H, W] made with ``kernel`` ([kh, kw], odd sides) plus noise of std
+    ``noise_sigma`` (model units): ``steps`` plug-and-play iterations, σ from 0.6 down to max(0.02, σ_y), on
+    the image padded by reflection (see the module docstring)."""
+    if noise_sigma < 0:
+        raise KuosanError(f"noise must be ≥ 0, got {noise_sigma}")
+    try:
+        op = Blur(kernel)
+    except ValueError as e:
+        raise KuosanError(str(e)) from None
+    kh, kw = op.kernel.shape
+    height, width = blurred.shape[-2:]
+    pad_h, pad_w = min(kh, height - 1), min(kw, width - 1)  # reflection needs pad < size
+    y = torch.nn.functional.pad(blurred, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
+    try:
+        out = _plug_and_play(denoiser, op, y, y, steps, progress, noise_sigma=max(noise_sigma, QUANTIZATION_SIGMA))
+    except ValueError as e:
+        raise KuosanError(str(e)) from None
+    return out[..., pad_h:pad_h + height, pad_w:pad_w + width]
 
 
 def _plug_and_play(denoiser, op, y: Tensor, start: Tensor, steps: int, progress: bool,
@@ -358,6 +396,29 @@ def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", s
         alpha = torch.nn.functional.interpolate(a, scale_factor=scale, mode="bicubic",
                                                 align_corners=False).clamp(0, 1)[0, 0].numpy()
     return picture.give_back(out, alpha=alpha)
+
+
+def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int = 20, noise: float | None = 0.0,
+           tile: int = 256, device: str = "cpu", progress: bool = False):
+    """Undo a known blur: ``blur`` is the std in pixels of a Gaussian blur, or a kernel (2-D array, odd
+    sides; normalised). ``noise``: σ of the input's noise in 0–255 units (None: estimate it). Alpha is kept."""
+    picture = _Picture(image)
+    if isinstance(blur, (int, float)):
+        if not blur > 0:
+            raise KuosanError(f"blur std must be > 0 pixels, got {blur}")
+        kernel = gaussian_kernel(float(blur))
+    else:
+        kernel = torch.as_tensor(blur, dtype=torch.float64)
+    if noise is None:
+        noise_model = estimate_sigma(picture.tensor)
+    elif not noise >= 0:
+        raise KuosanError(f"noise must be ≥ 0, got {noise}")
+    else:
+        noise_model = pixel_to_model_sigma(noise)
+    d = prepare(load_prior(model, device), picture.channels, tile)
+    out = deblur_tensor(d, picture.tensor.to(device), kernel, steps=steps, noise_sigma=noise_model,
+                        progress=progress)
+    return picture.give_back(out)
 
 
 def inpaint(image, mask, *, model=DEFAULT_PRIOR, steps: int = 20, resample: int = 3, seed: int = 0,
