@@ -84,32 +84,34 @@ def tune_sigmas(denoiser, name: str, noise: Tensor, nfe: int, *, options: dict |
         log_levels = starts[losses.index(best_loss)][1:-1].double().log()  # free levels σ_1 … σ_{n−1}
         log_hi, log_lo = math.log(sigma_max), math.log(sigma_min)
         lowest = float(log_levels[-1])
+
+        def moved(levels: Tensor, i: int, delta: float) -> Tensor | None:
+            """Level i moved by delta in log σ, or None where that breaks the order or leaves the range. The
+            lowest level may only go down (to σ_min at most): raised, it would buy endpoint MSE with blur."""
+            trial = levels.clone()
+            last = i == len(trial) - 1
+            trial[i] = min(max(float(trial[i]) + delta, log_lo), lowest) if last else trial[i] + delta
+            above = log_hi if i == 0 else float(trial[i - 1])
+            if trial[i] == levels[i] or not (trial[i] < above and (last or trial[i] > trial[i + 1])):
+                return None
+            return trial
+
         evaluations, step = len(starts), 0.5
         bar = _progress(progress, max_evaluations)
         while step >= min_step and evaluations < max_evaluations:
             improved = False
             for i in range(len(log_levels)):
-                for direction in (-1.0, 1.0):
-                    trial = log_levels.clone()
-                    last = i == len(trial) - 1
-                    # The lowest level may only go down (to σ_min at most): raised, it would buy endpoint MSE
-                    # with blur. The others stay strictly between their neighbours.
-                    trial[i] = (min(max(float(trial[i]) + direction * step, log_lo), lowest) if last
-                                else trial[i] + direction * step)
-                    above = log_hi if i == 0 else float(trial[i - 1])
-                    if trial[i] == log_levels[i] or not (trial[i] < above and (last or trial[i] > trial[i + 1])):
+                for delta in (-step, step):
+                    trial = moved(log_levels, i, delta)
+                    if trial is None or evaluations >= max_evaluations:
                         continue
-                    trial_loss = float(torch.log1p(endpoint_errors(torch.cat([top, trial.exp(), end]).float())
-                                                   / tau).mean())
+                    errors = endpoint_errors(torch.cat([top, trial.exp(), end]).float())
+                    trial_loss = float(torch.log1p(errors / tau).mean())
                     evaluations += 1
                     bar.update(1)
                     if trial_loss < best_loss:
                         best_loss, log_levels, improved = trial_loss, trial, True
                         break
-                    if evaluations >= max_evaluations:
-                        break
-                if evaluations >= max_evaluations:
-                    break
             if not improved:
                 step /= 2
         bar.close()
