@@ -515,9 +515,10 @@ def cmd_sample(args) -> None:
         if sigmas is not None:
             raise KuosanError("give either --sigmas or --tune-ladder, not both")
         nfe = args.nfe or samplers.info(args.sampler).calls(args.steps)
-        tune_labels = None if not classes else torch.arange(args.tune_ladder) % len(classes)
-        if args.label is not None:
-            tune_labels = torch.full((args.tune_ladder,), args.label)
+        tune_labels = None
+        if classes:
+            tune_labels = (torch.full((args.tune_ladder,), args.label) if args.label is not None
+                           else torch.arange(args.tune_ladder) % len(classes))
         sigmas = tune_ladder(denoiser, args.tune_ladder, sampler=args.sampler, nfe=nfe, seed=args.seed,
                              labels=tune_labels, guidance=args.guidance, progress=True)
         print("kuosan: tuned σ ladder (reuse with --sigmas): " + ",".join(f"{float(v):.5g}" for v in sigmas),
