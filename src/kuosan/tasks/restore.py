@@ -381,12 +381,7 @@ def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", s
         raise KuosanError(f"scale must be a whole number ≥ 2, got {scale}")
     scale = int(scale)
     picture = _Picture(image)
-    if noise is None:
-        noise_model = estimate_sigma(picture.tensor)
-    elif not noise >= 0:
-        raise KuosanError(f"noise must be ≥ 0, got {noise}")
-    else:
-        noise_model = pixel_to_model_sigma(noise)
+    noise_model = _input_noise(picture, noise)
     d = prepare(load_prior(model, device), picture.channels, tile)
     out = upscale_tensor(d, picture.tensor.to(device), scale, mode=mode, steps=steps, seed=seed, kernel=kernel,
                          noise_sigma=noise_model, progress=progress)
@@ -396,6 +391,15 @@ def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", s
         alpha = torch.nn.functional.interpolate(a, scale_factor=scale, mode="bicubic",
                                                 align_corners=False).clamp(0, 1)[0, 0].numpy()
     return picture.give_back(out, alpha=alpha)
+
+
+def _input_noise(picture, noise: float | None) -> float:
+    """The input's noise σ in model units: ``noise`` given in 0–255 units, or estimated when None."""
+    if noise is None:
+        return estimate_sigma(picture.tensor)
+    if not noise >= 0:
+        raise KuosanError(f"noise must be ≥ 0, got {noise}")
+    return pixel_to_model_sigma(noise)
 
 
 def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int = 20, noise: float | None = 0.0,
@@ -409,12 +413,7 @@ def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int
         kernel = gaussian_kernel(float(blur))
     else:
         kernel = torch.as_tensor(blur, dtype=torch.float64)
-    if noise is None:
-        noise_model = estimate_sigma(picture.tensor)
-    elif not noise >= 0:
-        raise KuosanError(f"noise must be ≥ 0, got {noise}")
-    else:
-        noise_model = pixel_to_model_sigma(noise)
+    noise_model = _input_noise(picture, noise)
     d = prepare(load_prior(model, device), picture.channels, tile)
     out = deblur_tensor(d, picture.tensor.to(device), kernel, steps=steps, noise_sigma=noise_model,
                         progress=progress)
