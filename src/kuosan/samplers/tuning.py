@@ -50,7 +50,8 @@ def tune_sigmas(denoiser, name: str, noise: Tensor, nfe: int, *, options: dict |
     built-in digits model at 5 calls (500 samples, unipc): FD 26.6 tuned vs 23.8 on the recommended ladder
     (its converged value is about 25.7, so the few-step error flattered the recommended ladder, but the
     tuned one is not better by that score) — so it is an option, not the default. Cost: the mixtures with
-    4096 draws take 2–240 s on a 2-core CPU; the digits model with 32 draws about 10–20 minutes.
+    4096 draws take 2–12 s at 5 calls and 9–153 s at 10 on a 2-core CPU; the digits model with 32 draws and
+    5 calls about 10–20 minutes.
     """
     from kuosan.samplers import get, info, recommended_sigmas
 
