@@ -57,7 +57,7 @@ def tune_sigmas(denoiser, name: str, noise: Tensor, nfe: int, *, options: dict |
 
     sampler = info(name)
     if sampler.stochastic:
-        raise ValueError(f"tune_sigmas needs a deterministic sampler; {name!r} is stochastic")
+        raise ValueError(f"a σ ladder can only be tuned for a deterministic sampler; {name!r} is stochastic")
     sigma_min = float(getattr(denoiser, "sigma_min", 0.002) if sigma_min is None else sigma_min)
     sigma_max = float(getattr(denoiser, "sigma_max", 80.0) if sigma_max is None else sigma_max)
     if not 0 < sigma_min < sigma_max:
@@ -65,7 +65,7 @@ def tune_sigmas(denoiser, name: str, noise: Tensor, nfe: int, *, options: dict |
     steps = sampler.steps_for(nfe)
     if steps < 2:
         return loglinear_sigmas(1, sigma_min, sigma_max)
-    options = dict(options or {})
+    options = options or {}
     top = torch.tensor([sigma_max], dtype=torch.float64)
     end = torch.zeros(1, dtype=torch.float64)
 

@@ -27,7 +27,6 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
     if n < 1:
         raise KuosanError(f"n must be at least 1, got {n}")
     info = _sampler(sampler)
-    config = getattr(denoiser, "config", None)
     lo = sigma_min if sigma_min is not None else denoiser.sigma_min
     hi = sigma_max if sigma_max is not None else denoiser.sigma_max
     if sigmas is not None:
@@ -40,27 +39,9 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
         if steps is None or steps < 1:
             raise KuosanError(f"steps must be at least 1, got {steps}")
         sigmas = info.ladder(steps, lo, hi)
-    if size is None:
-        if config is None:
-            raise KuosanError("size is needed for a denoiser without a config")
-        size = config.data.size
-    height, width = (size, size) if isinstance(size, int) else size
-    num_classes = len(config.data.class_names) if config is not None else None
-
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.long).flatten()
-        if labels.numel() == 1:
-            labels = labels.expand(n)
-        if labels.numel() != n:
-            raise KuosanError(f"got {labels.numel()} labels for {n} images")
-        if num_classes == 0:
-            raise KuosanError("this model is unconditional: it takes no class label")
-        if num_classes is not None and int(labels.max()) >= num_classes:
-            raise KuosanError(f"label {int(labels.max())} out of range: the model has {num_classes} classes")
-    if guidance != 1.0:
-        if labels is None:
-            raise KuosanError("guidance needs class labels")
-        denoiser = ClassifierFreeGuidance(denoiser, guidance)
+    height, width = _image_size(denoiser, size)
+    labels = _checked_labels(denoiser, labels, n)
+    denoiser = _guided(denoiser, guidance, labels)
 
     device = device_of(denoiser)
     generator = torch.Generator().manual_seed(seed)
@@ -90,26 +71,57 @@ def tune_ladder(denoiser, draws: int, *, sampler: str = "unipc", nfe: int = 10, 
     see ``kuosan.samplers.tune_sigmas``. ``labels`` (one per draw) and ``guidance`` as in ``generate``."""
     from kuosan.samplers.tuning import tune_sigmas
 
-    info = _sampler(sampler)
-    if info.stochastic:
-        raise KuosanError(f"a ladder can only be tuned for a deterministic sampler; {sampler!r} is stochastic")
+    _sampler(sampler)
     if draws < 1:
         raise KuosanError(f"need at least 1 draw to tune a ladder, got {draws}")
-    config = getattr(denoiser, "config", None)
-    if size is None:
-        if config is None:
-            raise KuosanError("size is needed for a denoiser without a config")
-        size = config.data.size
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = _image_size(denoiser, size)
+    labels = _checked_labels(denoiser, labels, draws)
+    denoiser = _guided(denoiser, guidance, labels)
     device = device_of(denoiser)
     noise = torch.randn(draws, denoiser.channels, height, width,
                         generator=torch.Generator().manual_seed(10_007 + seed)).to(device)
-    cond = {} if labels is None else {"class_labels": torch.as_tensor(labels, dtype=torch.long).to(device)}
-    if guidance != 1.0:
-        if labels is None:
-            raise KuosanError("guidance needs class labels")
-        denoiser = ClassifierFreeGuidance(denoiser, guidance)
-    return tune_sigmas(denoiser, sampler, noise, nfe, progress=progress, **cond).cpu()
+    cond = {} if labels is None else {"class_labels": labels.to(device)}
+    try:
+        return tune_sigmas(denoiser, sampler, noise, nfe, progress=progress, **cond).cpu()
+    except ValueError as e:  # a stochastic sampler, a σ range the model cannot take
+        raise KuosanError(str(e)) from None
+
+
+def _image_size(denoiser, size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """(height, width): ``size`` as given, or the size the model was trained at."""
+    if size is None:
+        config = getattr(denoiser, "config", None)
+        if config is None:
+            raise KuosanError("size is needed for a denoiser without a config")
+        size = config.data.size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _checked_labels(denoiser, labels: Tensor | list | None, n: int) -> Tensor | None:
+    """``labels`` as n class indices (one given: for all), checked against the model's classes."""
+    if labels is None:
+        return None
+    config = getattr(denoiser, "config", None)
+    num_classes = len(config.data.class_names) if config is not None else None
+    labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+    if labels.numel() == 1:
+        labels = labels.expand(n)
+    if labels.numel() != n:
+        raise KuosanError(f"got {labels.numel()} labels for {n} images")
+    if num_classes == 0:
+        raise KuosanError("this model is unconditional: it takes no class label")
+    if num_classes is not None and int(labels.max()) >= num_classes:
+        raise KuosanError(f"label {int(labels.max())} out of range: the model has {num_classes} classes")
+    return labels
+
+
+def _guided(denoiser, guidance: float, labels: Tensor | None):
+    """The denoiser with classifier-free guidance of scale ``guidance`` (1 = off, the denoiser itself)."""
+    if guidance == 1.0:
+        return denoiser
+    if labels is None:
+        raise KuosanError("guidance needs class labels")
+    return ClassifierFreeGuidance(denoiser, guidance)
 
 
 def device_of(denoiser) -> torch.device:
