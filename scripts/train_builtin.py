@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--no-progress", action="store_true")
         p.add_argument("--init", help="a model folder to start from (fine-tuning)")
         p.add_argument("--lr", type=float, help="learning rate instead of the recipe's")
+        p.add_argument("--p-mean", type=float, help="ln σ ~ N(P_mean, P_std²) instead of the recipe's -1.2")
+        p.add_argument("--p-std", type=float, help="instead of the recipe's 1.2")
+        p.add_argument("--ema-halflife", type=float, help="EMA half-life in thousands of images (recipe: 50)")
+        p.add_argument("--warmup", type=int, help="LR warm-up steps (recipe: 500)")
     sub.choices["digits"].add_argument("--batch", type=int, default=128)
     p = sub.add_parser("classifier", help="the evaluator's digit classifier")
     p.add_argument("--out", required=True)
@@ -158,8 +162,9 @@ def main(argv: list[str] | None = None) -> None:
         config, dataset = digits_recipe(args.minutes, args.batch)
     if args.workers is not None:
         config = replace(config, train=replace(config.train, workers=args.workers))
-    if args.lr is not None:
-        config = replace(config, train=replace(config.train, lr=args.lr))
+    overrides = {"lr": args.lr, "p_mean": args.p_mean, "p_std": args.p_std,
+                 "ema_halflife_kimg": args.ema_halflife, "warmup_steps": args.warmup}
+    config = replace(config, train=replace(config.train, **{k: v for k, v in overrides.items() if v is not None}))
     init = None
     if args.init:
         from safetensors.torch import load_file
