@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         config, dataset = photo_recipe(args.channels, args.minutes, args.batch, args.size, args.photos)
     else:
         config, dataset = digits_recipe(args.minutes, args.batch)
-    if args.workers is not None:
-        config = replace(config, train=replace(config.train, workers=args.workers))
-    overrides = {"lr": args.lr, "p_mean": args.p_mean, "p_std": args.p_std,
+    overrides = {"workers": args.workers, "lr": args.lr, "p_mean": args.p_mean, "p_std": args.p_std,
                  "ema_halflife_kimg": args.ema_halflife, "warmup_steps": args.warmup}
     config = replace(config, train=replace(config.train, **{k: v for k, v in overrides.items() if v is not None}))
     init = None
