@@ -11,7 +11,9 @@ worst relative error of the spread within a mode (RMS distance to μ_k over s_k�
 
 "kuosan unipc tuned ladder" samples on a ladder fitted to each mixture and budget by
 ``kuosan.samplers.tune_sigmas`` from the denoiser alone (never from the exact samples); that one-off cost is
-not counted in the NFE and is printed at the end.
+not counted in the NFE and is printed at the end. "+ mean start" entries start from
+``kuosan.samplers.mean_start`` (x = D(0; σ_max) + σ_max·noise) instead of σ_max·noise: one more denoiser call, on
+a single sample, for the whole batch (not counted in the NFE).
 
     python benchmarks/samplers.py [--n 20000] [--n-low-dim 200000] [--nfe 5,10,20,50] [--plot docs/samplers.png]
 
@@ -82,14 +84,16 @@ def measure(mixture: GaussianMixture, x: torch.Tensor, reference: torch.Tensor, 
     return Metrics(sliced_w2(x, reference, directions), tv, spread, nfe)
 
 
-def kuosan_runner(name: str, ladder: Callable | None = None, **options) -> Callable:
-    """``name`` on its recommended σ ladder within the NFE budget, or on ``ladder(nfe, σ_min, σ_max)``."""
+def kuosan_runner(name: str, ladder: Callable | None = None, mean_start: bool = False, **options) -> Callable:
+    """``name`` on its recommended σ ladder within the NFE budget, or on ``ladder(nfe, σ_min, σ_max)``; with
+    ``mean_start``, from ``samplers.mean_start`` — its one call, on a single zero sample, is not counted in the NFE."""
     def run(denoiser, noise: torch.Tensor, nfe: int, generator: torch.Generator) -> torch.Tensor:
         if ladder is None:
             sigmas = samplers.recommended_sigmas(name, nfe, denoiser.sigma_min, denoiser.sigma_max)
         else:
             sigmas = ladder(nfe, denoiser.sigma_min, denoiser.sigma_max)
-        return samplers.get(name)(denoiser, noise * sigmas[0], sigmas, generator=generator, **options)
+        x = samplers.mean_start(denoiser.denoiser, noise, sigmas[0]) if mean_start else noise * sigmas[0]
+        return samplers.get(name)(denoiser, x, sigmas, generator=generator, **options)
 
     return run
 
@@ -166,6 +170,9 @@ def contenders() -> dict[str, tuple[str, Callable]]:
     out["kuosan unipc avg (knee 3)"] = ("kuosan", kuosan_runner("unipc", continuous_data_ladder,
                                                                last_step="average"))
     out["kuosan unipc tuned ladder"] = ("kuosan", tuned_runner("unipc"))
+    out["kuosan unipc + mean start"] = ("kuosan", kuosan_runner("unipc", mean_start=True))
+    out["kuosan unipc avg (knee 3) + mean start"] = ("kuosan", kuosan_runner(
+        "unipc", continuous_data_ladder, mean_start=True, last_step="average"))
     out.update({
         "diffusers DDIM": ("diffusers", diffusers_runner(lambda: DDIMScheduler(clip_sample=False,
                                                                                  timestep_spacing="trailing"), same)),
@@ -212,8 +219,8 @@ def main() -> None:
               f"sliced W2 {floor.sw2:.4f} "
               f"(range {min(m.sw2 for m in draws):.4f}–{max(m.sw2 for m in draws):.4f}), "
               f"mode-weight TV {floor.weight_tv:.4f}, spread error {floor.spread_error:.4f}")
-        print(f"{'sampler':28s} " + " ".join(f"{'NFE ' + str(b):>24s}" for b in budgets))
-        print(f"{'':28s} " + " ".join(f"{'SW2  TV  spread':>24s}" for _ in budgets))
+        print(f"{'sampler':40s} " + " ".join(f"{'NFE ' + str(b):>24s}" for b in budgets))
+        print(f"{'':40s} " + " ".join(f"{'SW2  TV  spread':>24s}" for _ in budgets))
         for name, (_, run) in runners.items():
             cells = []
             for nfe in budgets:
@@ -224,7 +231,7 @@ def main() -> None:
                 results[(mix_name, name, nfe)] = m
                 flag = "" if m.nfe <= nfe else f"(!{m.nfe})"
                 cells.append(f"{m.sw2:8.4f} {m.weight_tv:6.3f} {m.spread_error:6.3f}{flag}")
-            print(f"{name:28s} " + " ".join(f"{c:>24s}" for c in cells))
+            print(f"{name:40s} " + " ".join(f"{c:>24s}" for c in cells))
     summarize(results, floors, floor_spreads, budgets, runners)
     if TUNING_COST:
         print("\n'kuosan unipc tuned ladder': one-off tuning cost per mixture and budget, on 4096 draws "
@@ -239,7 +246,7 @@ def main() -> None:
 def summarize(results, floors, floor_spreads, budgets, runners) -> None:
     print("\n## Best of each library: sliced-W2 excess over the noise floor (and max spread error); '≈' marks a "
           "difference smaller than the floor's own standard deviation over its draws (a tie)")
-    print(f"{'mixture':24s} {'NFE':>4s} {'kuosan best':>34s} {'diffusers best':>34s} {'ratio':>6s}")
+    print(f"{'mixture':24s} {'NFE':>4s} {'kuosan best':>48s} {'diffusers best':>34s} {'ratio':>6s}")
     for mix_name, floor in floors.items():
         for nfe in budgets:
             best = {}
@@ -251,7 +258,7 @@ def summarize(results, floors, floor_spreads, budgets, runners) -> None:
             k_ex, d_ex = max(km.sw2 - floor, 0.0), max(dm.sw2 - floor, 0.0)
             ratio = f"{k_ex / d_ex:6.2f}" if d_ex > 0 else "  both 0" if k_ex == 0 else "     inf"
             ratio += " ≈" if k_ex != d_ex and abs(k_ex - d_ex) < floor_spreads[mix_name] else ""
-            print(f"{mix_name:24s} {nfe:4d} {kn[7:]:>18s} {k_ex:8.4f} ({km.spread_error:.3f}) "
+            print(f"{mix_name:24s} {nfe:4d} {kn[7:]:>32s} {k_ex:8.4f} ({km.spread_error:.3f}) "
                   f"{dn[10:]:>18s} {d_ex:8.4f} ({dm.spread_error:.3f}) {ratio}")
 
 

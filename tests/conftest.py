@@ -19,9 +19,9 @@ class GaussianDenoiser:
         sig = sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         return self.mean + s2 / (s2 + sig**2) * (x - self.mean)
 
-    def flow_map(self, z, sigma_max):
-        """Where the exact probability-flow ODE takes x(σ_max) = z·σ_max at σ = 0."""
-        return self.mean + self.std * (z * sigma_max - 0) / (self.std**2 + sigma_max**2) ** 0.5
+    def flow_map(self, x, sigma_max):
+        """Where the exact probability-flow ODE takes x(σ_max) = x at σ = 0: it keeps (x − m)/√(s² + σ²)."""
+        return self.mean + self.std * (x - self.mean) / (self.std**2 + sigma_max**2) ** 0.5
 
 
 @pytest.fixture

@@ -70,6 +70,19 @@ def test_sample_tunes_a_ladder_and_the_printed_ladder_reproduces_the_images(trai
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
+def test_sample_mean_start_reaches_the_sampler(trained_run, tmp_path, monkeypatch):
+    # The option's effect is measured in tests/samplers and tests/tasks/test_generate; here: the CLI passes it on.
+    from kuosan import samplers
+
+    starts = []
+    real = samplers.mean_start
+    monkeypatch.setattr(samplers, "mean_start", lambda *a, **k: starts.append(a[1].shape) or real(*a, **k))
+    common = ["sample", str(trained_run), "--n", "3", "--sampler", "unipc", "--steps", "3"]
+    assert main([*common, "--out", str(tmp_path / "plain.npz")]) == 0 and starts == []
+    assert main([*common, "--mean-start", "--out", str(tmp_path / "mean.npz")]) == 0
+    assert [tuple(shape)[0] for shape in starts] == [3]
+
+
 def test_python_m_kuosan_runs_and_sample_is_reproducible(trained_run, tmp_path):
     a = run_cli("sample", trained_run, "--n", "2", "--steps", "2", "--seed", "5", "--out", tmp_path / "a.png")
     b = run_cli("sample", trained_run, "--n", "2", "--steps", "2", "--seed", "5", "--out", tmp_path / "b.png")

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first fit the σ ladder to this model (deterministic samplers; best at 5–12 calls): "
                         "few-step solves of DRAWS noise images of its own are matched to accurate ones; "
                         "prints the ladder for reuse with --sigmas")
+    p.add_argument("--mean-start", action="store_true",
+                   help="start from the data mean the model predicts at σ_max instead of 0 (one more network "
+                        "call; removes a bias of about |mean|/σ_max)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--label", type=int, help="class index for every image (class-conditional models); "
                    "default: cycle through all classes")
@@ -525,7 +528,7 @@ def cmd_sample(args) -> None:
               file=sys.stderr)
     images = generate(denoiser, args.n, sampler=args.sampler, steps=args.steps, nfe=args.nfe, seed=args.seed,
                       labels=labels, guidance=args.guidance, batch_size=args.batch_size, sigmas=sigmas,
-                      progress=True)
+                      mean_start=args.mean_start, progress=True)
     nrow = args.nrow or (len(classes) if classes and args.label is None else None)
     written = write_samples(images, labels, out, kind, nrow=nrow, scale=args.scale)
     print(f"kuosan: wrote {written}")

@@ -41,8 +41,41 @@ def test_samples_have_the_data_mean_and_variance(name, gaussian):
 def test_deterministic_samplers_follow_the_exact_flow_map(name, gaussian):
     steps = 100 if samplers.info(name).order >= 2 else 1000
     out, z = run(name, gaussian, n_samples=201, steps=steps)
-    exact = gaussian.flow_map(z, 80.0)
+    exact = gaussian.flow_map(z * 80.0, 80.0)
     assert (out - exact).abs().max().item() < 0.01
+
+
+def test_mean_start_removes_the_bias_of_a_start_without_the_data_mean():
+    # The exact ODE keeps (x − m)/√(s² + σ²). From x = σ_max·z (mean 0) the samples' mean misses m by
+    # m·s/√(s² + σ_max²); from mean_start, x = D(0; σ_max) + σ_max·z = m·σ_max²/(s² + σ_max²) + σ_max·z, it misses
+    # by m·s³/(s² + σ_max²)^(3/2) only.
+    m, s, sigma_max = 2.0, 1.0, 10.0
+    data = GaussianDenoiser(mean=m, std=s)
+    z = torch.randn(4001, 1, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z -= z.mean()
+    sigmas = karras_sigmas(100, sigma_max=sigma_max).double()
+    plain = samplers.get("unipc")(data, z * sigma_max, sigmas)
+    data.calls = 0
+    start = samplers.mean_start(data, z, sigma_max)
+    assert data.calls == 1
+    assert torch.allclose(start, m * sigma_max**2 / (s**2 + sigma_max**2) + sigma_max * z)
+    started = samplers.get("unipc")(data, start, sigmas)
+    assert plain.mean().item() - m == pytest.approx(-m * s / (s**2 + sigma_max**2) ** 0.5, abs=1e-5)
+    assert started.mean().item() - m == pytest.approx(-m * s**3 / (s**2 + sigma_max**2) ** 1.5, abs=1e-5)
+    assert torch.allclose(started, data.flow_map(start, sigma_max), atol=1e-3)
+
+
+def test_mean_start_with_conditioning_evaluates_each_row():
+    calls = []
+
+    def by_label(x, sigma, class_labels):
+        calls.append(x.shape[0])
+        return x + class_labels.to(x.dtype).reshape(-1, 1, 1, 1)
+
+    z = torch.zeros(3, 1, 2, 2)
+    start = samplers.mean_start(by_label, z, 80.0, class_labels=torch.tensor([0, 1, 2]))
+    assert calls == [3]
+    assert start[:, 0, 0, 0].tolist() == [0.0, 1.0, 2.0]
 
 
 @pytest.mark.parametrize("name", ALL)

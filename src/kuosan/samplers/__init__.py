@@ -1,8 +1,9 @@
 """Samplers: pure functions ``f(denoiser, x, sigmas, *, generator=None, callback=None, **options) -> x``.
 
-``x`` enters as ``noise * sigmas[0]``; ``sigmas`` is descending and ends with 0 (see ``kuosan.diffusion``
-for ladders). ``callback`` receives ``dict(i=, x=, sigma=, denoised=)`` after each step. Extra keywords
-that are not a sampler's own options (``class_labels`` …) are passed through to the denoiser.
+``x`` enters as ``noise * sigmas[0]``, or as ``mean_start(denoiser, noise, sigmas[0])``, which adds the data
+mean; ``sigmas`` is descending and ends with 0 (see ``kuosan.diffusion`` for ladders). ``callback`` receives
+``dict(i=, x=, sigma=, denoised=)`` after each step. Extra keywords that are not a sampler's own options
+(``class_labels`` …) are passed through to the denoiser.
 
 | name              | kind          | order | denoiser calls for N steps |
 |-------------------|---------------|-------|----------------------------|
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from kuosan.diffusion.ladders import karras_sigmas, knee_sigmas, loglinear_sigmas
+from kuosan.samplers.common import mean_start
 from kuosan.samplers.ode import dpmpp_2m, euler, heun, ipndm, unipc
 from kuosan.samplers.sde import dpmpp_2m_sde, euler_ancestral
 from kuosan.samplers.tuning import tune_sigmas
@@ -85,5 +87,5 @@ def recommended_sigmas(name: str, nfe: int, sigma_min: float = 0.002, sigma_max:
     return sampler.ladder(sampler.steps_for(nfe), sigma_min, sigma_max)
 
 
-__all__ = ["available", "get", "info", "recommended_sigmas", "tune_sigmas", "SamplerInfo",
+__all__ = ["available", "get", "info", "mean_start", "recommended_sigmas", "tune_sigmas", "SamplerInfo",
            "euler", "heun", "dpmpp_2m", "ipndm", "unipc", "euler_ancestral", "dpmpp_2m_sde"]

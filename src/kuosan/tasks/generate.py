@@ -13,8 +13,8 @@ from kuosan.errors import KuosanError
 def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sampler: str = "heun",
              steps: int | None = 18, nfe: int | None = None, seed: int = 0, labels: Tensor | list | None = None,
              guidance: float = 1.0, batch_size: int = 256, sigma_min: float | None = None,
-             sigma_max: float | None = None, sigmas: Tensor | None = None, callback=None,
-             progress: bool = False) -> Tensor:
+             sigma_max: float | None = None, sigmas: Tensor | None = None, mean_start: bool = False,
+             callback=None, progress: bool = False) -> Tensor:
     """Draw ``n`` images [n, C, H, W] in [-1, 1].
 
     ``steps`` is the sampler's number of steps on the σ ladder kuosan recommends for it (heun: Karras ρ=7,
@@ -22,7 +22,10 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
     ``labels`` (class indices, −1 = none) and ``guidance`` (classifier-free guidance scale; 1 = off) apply
     to class-conditional models. With a deterministic sampler the same ``seed`` gives the same images
     whatever the ``batch_size``. ``sigmas`` — an explicit σ ladder (descending, ending in 0; e.g. from
-    ``kuosan.samplers.tune_sigmas``) — replaces ``steps``/``nfe``.
+    ``kuosan.samplers.tune_sigmas``) — replaces ``steps``/``nfe``. ``mean_start`` starts each draw from the
+    data mean the model predicts at σ_max rather than from 0 (``kuosan.samplers.mean_start``; one more
+    denoiser call per batch): it removes a bias of about |mean|/σ_max, which matters for data far from zero
+    mean or a small σ_max, less for images in [-1, 1] with σ_max = 80.
     """
     if n < 1:
         raise KuosanError(f"n must be at least 1, got {n}")
@@ -53,12 +56,13 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
 
     batches = range(0, n, batch_size)
     for start in tqdm(batches, disable=not progress or len(batches) < 2, desc="sampling", unit="batch"):
-        x = noise[start:start + batch_size].to(device) * sigmas[0]
         cond = {}
         if labels is not None:
             cond["class_labels"] = labels[start:start + batch_size].to(device)
         batch_gen = torch.Generator(device=device).manual_seed(seed * 100003 + start)
         with torch.no_grad():
+            x = noise[start:start + batch_size].to(device)
+            x = samplers.mean_start(denoiser, x, sigmas[0], **cond) if mean_start else x * sigmas[0]
             out.append(fn(denoiser, x, sigmas.to(device), generator=batch_gen, callback=callback, **cond).cpu())
     return torch.cat(out)
 
