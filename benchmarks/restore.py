@@ -30,7 +30,10 @@ def crop(image: np.ndarray, size: int = 256) -> np.ndarray:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - b) ** 2)))
+    """PSNR of an estimate in [0, 1] units, clipped to the displayable range first, as a saved image would be."""
+    from kuosan.tasks.restore import psnr as kuosan_psnr
+
+    return kuosan_psnr(np.clip(a, 0, 1), b, peak=1.0)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

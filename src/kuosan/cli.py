@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("mmse", "sample"), default="mmse",
                    help="mmse: plug-and-play with the prior, best PSNR; sample: DDNM posterior sample")
     p.add_argument("--steps", type=_positive_int, help="iterations (default 10 for mmse, 20 for sample)")
-    p.add_argument("--kernel", choices=("bicubic", "box"), default="bicubic",
+    from kuosan.tasks.restore import DOWNSAMPLING_KERNELS
+
+    p.add_argument("--kernel", choices=tuple(DOWNSAMPLING_KERNELS), default="bicubic",
                    help="how the input was shrunk: bicubic (antialiased) or box averages")
     p.add_argument("--noise", default="0", metavar="SIGMA|auto",
                    help="noise σ of the input in 0–255 pixel units (default 0), or auto to estimate it")

@@ -1,5 +1,7 @@
 """Degradation operators: A·A⁺ = I, projections, and the consistent denoiser."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,14 @@ def test_blur_is_a_periodic_convolution_with_the_centred_kernel():
         Blur(torch.ones(2, 3))
     with pytest.raises(ValueError, match="smaller than the blur kernel"):
         Blur(gaussian_kernel(2.0))(torch.zeros(1, 1, 8, 8))
+
+
+def test_psnr_is_ten_log10_of_peak_squared_over_mse():
+    from kuosan.tasks.restore import psnr
+
+    clean = np.full((4, 6), 100, np.uint8)
+    off = clean.astype(np.float64) + np.where(np.arange(24).reshape(4, 6) % 2, 5.0, -5.0)  # MSE 25
+    assert psnr(off, clean) == pytest.approx(10 * math.log10(255**2 / 25))
+    assert psnr(off / 255, clean / 255, peak=1.0) == pytest.approx(psnr(off, clean))
+    with pytest.raises(ValueError, match="shapes differ"):
+        psnr(clean, clean[:2])

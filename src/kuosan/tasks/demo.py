@@ -19,10 +19,6 @@ from PIL import Image
 from kuosan.data.io import atomic_write, save_grid, save_image, side_by_side
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
-
-
 def demo_photo() -> Image.Image:
     with resources.files("kuosan.data.builtin").joinpath("astronaut.png").open("rb") as f:
         return Image.open(f).convert("RGB")
@@ -33,6 +29,7 @@ def run_demo(out: str | Path, quick: bool = False, log=print) -> Path:
     import kuosan
     from kuosan import samplers
     from kuosan.diffusion.ladders import loglinear_sigmas
+    from kuosan.tasks.restore import psnr
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,7 +73,7 @@ def run_demo(out: str | Path, quick: bool = False, log=print) -> Path:
     sigma = kuosan.estimate_noise(noisy)
     denoised = kuosan.denoise(noisy, sigma)
     t_denoise = time.perf_counter() - start
-    p_noisy, p_denoised = _psnr(np.asarray(noisy), clean), _psnr(np.asarray(denoised), clean)
+    p_noisy, p_denoised = psnr(np.asarray(noisy), clean), psnr(np.asarray(denoised), clean)
     save_image(side_by_side([noisy, denoised, photo], gap=6), out / "denoise.png")
     log(f"kuosan demo: denoising {p_noisy:.2f} → {p_denoised:.2f} dB in {t_denoise:.1f} s")
     sections.append(("Denoising (noisy | kuosan | clean)", "denoise.png",
@@ -89,7 +86,7 @@ def run_demo(out: str | Path, quick: bool = False, log=print) -> Path:
     big = kuosan.upscale(small, 2, steps=3 if quick else 10)
     t_up = time.perf_counter() - start
     bicubic = small.resize(crop.size, Image.BICUBIC)
-    p_bic, p_up = _psnr(np.asarray(bicubic), np.asarray(crop)), _psnr(np.asarray(big), np.asarray(crop))
+    p_bic, p_up = psnr(np.asarray(bicubic), np.asarray(crop)), psnr(np.asarray(big), np.asarray(crop))
     save_image(side_by_side([small.resize(crop.size, Image.NEAREST), bicubic, big, crop], gap=6), out / "upscale.png")
     log(f"kuosan demo: upscale ×2 bicubic {p_bic:.2f} dB, kuosan {p_up:.2f} dB in {t_up:.1f} s")
     sections.append(("Upscaling ×2 (input | bicubic | kuosan | original)", "upscale.png",

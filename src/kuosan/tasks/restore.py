@@ -49,6 +49,17 @@ from kuosan.tasks.tiling import TiledDenoiser
 DEFAULT_PRIOR = "builtin:photo"
 
 
+def psnr(estimate, reference, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB, 10·log10(peak² / mean squared error), of two arrays of one shape
+    (PIL images, numpy arrays or tensors), computed in float64."""
+    import numpy as np
+
+    a, b = (np.asarray(v, dtype=np.float64) for v in (estimate, reference))
+    if a.shape != b.shape:
+        raise ValueError(f"psnr: shapes differ, {a.shape} vs {b.shape}")
+    return float(10 * np.log10(peak**2 / np.mean((a - b) ** 2)))
+
+
 def pixel_to_model_sigma(sigma_255: float) -> float:
     """σ in 0–255 pixel units → σ in model units ([-1, 1] images span 2)."""
     return 2.0 * sigma_255 / 255.0
