@@ -11,7 +11,8 @@ periodic) plus white noise σ = 2.55 or 7.65; kuosan ``deblur`` (told the blur a
 unsupervised Wiener–Hunt deconvolution and Richardson–Lucy (30 iterations), PSNR.
 
     pip install -e .[bench]        # bm3d, scikit-image, scikit-learn
-    python benchmarks/restore.py [--quick | --sr-only | --deblur-only] [--panel docs/restore.png]
+    python benchmarks/restore.py [--quick | --denoise-only | --sr-only | --deblur-only] [--panel docs/restore.png]
+    python benchmarks/restore.py --model runs/photo-ft --device cuda --no-bm3d     # compare a new prior on a GPU
 """
 
 from __future__ import annotations
@@ -55,20 +56,31 @@ def main() -> None:
     parser.add_argument("--panel", help="save noisy | BM3D | kuosan | clean for the first RGB photo at σ = 25")
     parser.add_argument("--sr-only", action="store_true", help="only the super-resolution table")
     parser.add_argument("--deblur-only", action="store_true", help="only the deblurring table")
+    parser.add_argument("--denoise-only", action="store_true", help="only the denoising table")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--model", default="builtin:photo", help="the prior: builtin:photo, a run or a model folder")
+    parser.add_argument("--device", default="cpu", help="where kuosan runs (cpu, cuda); the times are that device's")
+    parser.add_argument("--no-bm3d", action="store_true",
+                        help="skip BM3D (its columns read nan): to compare priors where bm3d is not installed")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    import bm3d
-
     import kuosan
     from kuosan.data.photos import held_out_photos
 
-    prior = kuosan.load("builtin:photo")
+    prior, device = kuosan.load(args.model, device=args.device), args.device
+    if args.no_bm3d:
+        def bm3d_denoise(noisy, sigma, channels):
+            return np.full_like(noisy, np.nan)
+    else:
+        import bm3d
+
+        def bm3d_denoise(noisy, sigma, channels):
+            return (bm3d.bm3d if channels == 1 else bm3d.bm3d_rgb)(noisy, sigma)
     sigmas = () if args.sr_only or args.deblur_only else (25,) if args.quick else (15, 25, 50)
     rows, panel = [], None
-    print(f"torch threads: {torch.get_num_threads()}; prior: builtin:photo "
+    print(f"torch threads: {torch.get_num_threads()}; prior: {args.model} "
           f"({sum(p.numel() for p in prior.parameters()) / 1e6:.2f}M parameters)")
     for channels, kind in ((1, "gray"), (3, "rgb")) if sigmas else ():
         photos = held_out_photos(channels)
@@ -78,11 +90,11 @@ def main() -> None:
                 clean = crop(photos[name])
                 noisy = clean + sigma / 255 * np.random.default_rng(0).standard_normal(clean.shape)
                 noisy32 = noisy.astype(np.float32)
-                ours, t_ours = timed(kuosan.denoise, noisy32, sigma, model=prior)
-                auto, t_auto = timed(kuosan.denoise, noisy32, None, model=prior)
+                ours, t_ours = timed(kuosan.denoise, noisy32, sigma, model=prior, device=device)
+                auto, t_auto = timed(kuosan.denoise, noisy32, None, model=prior, device=device)
                 est = kuosan.estimate_noise(noisy32)
-                ens, t_ens = timed(kuosan.denoise, noisy32, sigma, model=prior, ensemble=4)
-                ref, t_ref = timed(bm3d.bm3d if channels == 1 else bm3d.bm3d_rgb, noisy, sigma / 255)
+                ens, t_ens = timed(kuosan.denoise, noisy32, sigma, model=prior, ensemble=4, device=device)
+                ref, t_ref = timed(bm3d_denoise, noisy, sigma / 255, channels)
                 rows.append(dict(kind=kind, sigma=sigma, name=name, est=est,
                                  noisy=psnr(noisy, clean),
                                  ours=(psnr(ours, clean), ssim(ours, clean), t_ours),
@@ -105,10 +117,10 @@ def main() -> None:
         strip = np.concatenate([np.pad(p, ((0, 0), (0, 6), (0, 0)), constant_values=1) for p in panel], axis=1)
         Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
         print(f"\npanel (noisy | BM3D | kuosan | clean) → {args.panel}")
-    if not args.quick and not args.deblur_only:
-        super_resolution_table(prior, held_out_photos)
-    if not args.quick and not args.sr_only:
-        deblurring_table(prior, held_out_photos)
+    if not (args.quick or args.deblur_only or args.denoise_only):
+        super_resolution_table(prior, held_out_photos, device)
+    if not (args.quick or args.sr_only or args.denoise_only):
+        deblurring_table(prior, held_out_photos, device)
 
 
 def denoising_table(rows, sigmas) -> None:
@@ -132,7 +144,7 @@ def denoising_table(rows, sigmas) -> None:
 
 
 
-def super_resolution_table(prior, held_out_photos) -> None:
+def super_resolution_table(prior, held_out_photos, device: str) -> None:
     import torch.nn.functional as F
 
     import kuosan
@@ -157,8 +169,9 @@ def super_resolution_table(prior, held_out_photos) -> None:
                 bicubic = F.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False)[0]
                 bicubic = bicubic[0].numpy() if channels == 1 else bicubic.permute(1, 2, 0).numpy()
                 low_np = low[0, 0].numpy() if channels == 1 else low[0].permute(1, 2, 0).numpy()
-                up, t = timed(kuosan.upscale, low_np, scale, model=prior, kernel=kernel, noise=noise)
-                auto = kuosan.upscale(low_np, scale, model=prior, kernel=kernel, noise=None) if noise else up
+                up, t = timed(kuosan.upscale, low_np, scale, model=prior, kernel=kernel, noise=noise, device=device)
+                auto = (kuosan.upscale(low_np, scale, model=prior, kernel=kernel, noise=None, device=device)
+                        if noise else up)
                 results.append((psnr(bicubic, clean), psnr(up, clean), psnr(auto, clean), t))
             b, k, a, t = (float(np.mean(v)) for v in zip(*results, strict=True))
             auto_cell = f"{a:.2f}" if noise else "—"
@@ -166,7 +179,7 @@ def super_resolution_table(prior, held_out_photos) -> None:
                   f"{t:.1f} |", flush=True)
 
 
-def deblurring_table(prior, held_out_photos) -> None:
+def deblurring_table(prior, held_out_photos, device: str) -> None:
     from skimage.restoration import richardson_lucy, unsupervised_wiener
 
     import kuosan
@@ -192,7 +205,7 @@ def deblurring_table(prior, held_out_photos) -> None:
                 blurred = Blur(kernel)(torch.nn.functional.pad(x, (r, r, r, r), mode="reflect"))[..., r:-r, r:-r]
                 blurred = blurred[0, 0].numpy() if channels == 1 else blurred[0].permute(1, 2, 0).numpy()
                 blurred = blurred + noise / 255 * np.random.default_rng(0).standard_normal(clean.shape)
-                ours, t = timed(kuosan.deblur, blurred.astype(np.float32), std, model=prior, noise=noise)
+                ours, t = timed(kuosan.deblur, blurred.astype(np.float32), std, model=prior, noise=noise, device=device)
                 rl = per_channel(lambda c, k: richardson_lucy(np.clip(c, 0, 1), k, num_iter=30), blurred,
                                  kernel.numpy())
                 wiener = per_channel(lambda c, k: unsupervised_wiener(c, k, rng=0)[0], blurred, kernel.numpy())

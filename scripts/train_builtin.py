@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--p-std", type=float, help="instead of the recipe's 1.2")
         p.add_argument("--ema-halflife", type=float, help="EMA half-life in thousands of images (recipe: 50)")
         p.add_argument("--warmup", type=int, help="LR warm-up steps (recipe: 500)")
+        p.add_argument("--ema-rampup", type=float,
+                       help="EMA half-life ≤ this × images seen (recipe: 0.1; 0 with --init, whose weights are "
+                            "not a random start for the average to forget)")
     sub.choices["digits"].add_argument("--batch", type=int, default=128)
     p = sub.add_parser("classifier", help="the evaluator's digit classifier")
     p.add_argument("--out", required=True)
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         config, dataset = digits_recipe(args.minutes, args.batch)
     overrides = {"workers": args.workers, "lr": args.lr, "p_mean": args.p_mean, "p_std": args.p_std,
-                 "ema_halflife_kimg": args.ema_halflife, "warmup_steps": args.warmup}
+                 "ema_halflife_kimg": args.ema_halflife, "warmup_steps": args.warmup,
+                 "ema_rampup": args.ema_rampup if args.ema_rampup is not None else 0.0 if args.init else None}
     config = replace(config, train=replace(config.train, **{k: v for k, v in overrides.items() if v is not None}))
     init = None
     if args.init:
