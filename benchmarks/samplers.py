@@ -270,10 +270,12 @@ def plot(results, floors, budgets, runners, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(floors), figsize=(5 * len(floors), 4.2), sharey=False)
+    colors = plt.get_cmap("tab20").colors  # one colour per contender (the default cycle repeats after 10)
     for ax, (mix_name, floor) in zip(axes, floors.items(), strict=True):
-        for name, (lib, _) in runners.items():
+        for k, (name, (lib, _)) in enumerate(runners.items()):
             ys = [max(results[(mix_name, name, b)].sw2 - floor, 1e-5) for b in budgets]
-            ax.loglog(budgets, ys, "-o" if lib == "kuosan" else "--x", label=name, lw=1.2, ms=4)
+            ax.loglog(budgets, ys, "-o" if lib == "kuosan" else "--x", label=name, lw=1.2, ms=4,
+                      color=colors[k % len(colors)])
         ax.set_title(mix_name)
         ax.set_xlabel("NFE")
         ax.set_xticks(budgets, [str(b) for b in budgets])
