@@ -18,8 +18,9 @@ mkdir -p "$out"
 export PYTHONPATH=src
 py=$(command -v python3 || command -v python)
 { date -u; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true; } > "$out/machine.txt"
-# Batch 256 and 12 loader processes: at batch 96 the small network left the H100 launch-bound (1,880 crops/s
-# in the first training), and one CPU core cuts ~3,500 crops/s; options given to this script come later and win.
+# Batch 256 and 12 loader processes: the first training ran only 1,880 crops/s at batch 96 on the H100, while one
+# CPU core cuts ~3,500 crops/s, so small kernels rather than loading were the likely limit (not measured on the
+# GPU: check metrics.jsonl's images_per_s). Options given to this script come later and win.
 "$py" scripts/train_builtin.py photo --channels 1 --init builtin:photo --lr 2e-4 --warmup 100 --batch 256 \
     --workers 12 --minutes "$minutes" --device "$device" --out /tmp/photo-finetune --no-progress "$@" \
     > "$out/train.log" 2>&1
