@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 4 in one call on a GPU machine (the `device` tool; ~15 minutes of device time a session): fine-tune
-# builtin:photo from its shipped weights (the EMA starts from them, no ramp-up), export the result to $OUT/photo, and compare the denoising PSNR of
-# the shipped and the new prior on the held-out photos (BM3D is not installed there; its numbers are in the
-# model card, src/kuosan/models/photo/README.md).
+# builtin:photo from its shipped weights (the EMA starts from them, no ramp-up), export the result to
+# $OUT/photo, and compare the denoising PSNR of the shipped and the new prior on the held-out photos (BM3D is
+# not installed there; its numbers are in the model card, src/kuosan/models/photo/README.md).
 #
 #   bash scripts/device_photo_finetune.sh [MINUTES=6] [extra train_builtin.py options, e.g. --p-mean -1.7]
 #

@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "prints the ladder for reuse with --sigmas")
     p.add_argument("--mean-start", action="store_true",
                    help="start from the data mean the model predicts at σ_max instead of 0 (one more network "
-                        "call; removes a bias of about |mean|/σ_max)")
+                        "call; removes a bias of about |mean|·spread/σ_max)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--label", type=int, help="class index for every image (class-conditional models); "
                    "default: cycle through all classes")

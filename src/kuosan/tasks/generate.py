@@ -24,8 +24,8 @@ def generate(denoiser, n: int, *, size: int | tuple[int, int] | None = None, sam
     whatever the ``batch_size``. ``sigmas`` — an explicit σ ladder (descending, ending in 0; e.g. from
     ``kuosan.samplers.tune_sigmas``) — replaces ``steps``/``nfe``. ``mean_start`` starts each draw from the
     data mean the model predicts at σ_max rather than from 0 (``kuosan.samplers.mean_start``; one more
-    denoiser call per batch): it removes a bias of about |mean|/σ_max, which matters for data far from zero
-    mean or a small σ_max, less for images in [-1, 1] with σ_max = 80.
+    denoiser call per batch): it removes a bias of about |mean|·spread/σ_max, which matters for data far from
+    zero mean or a small σ_max, less for images in [-1, 1] with σ_max = 80.
     """
     if n < 1:
         raise KuosanError(f"n must be at least 1, got {n}")
