@@ -8,10 +8,14 @@ shrunk with antialiased bicubic (Pillow's, ``BicubicDownsample``) or box averagi
 with white noise σ = 10 added; kuosan ``upscale`` (mmse, told the kernel; noise given or ``auto``) vs bicubic
 interpolation (PSNR). Deblurring: the crop blurred with a Gaussian (std 1.6 or 3 px; reflected edges, not
 periodic) plus white noise σ = 2.55 or 7.65; kuosan ``deblur`` (told the blur and σ) vs scikit-image's
-unsupervised Wiener–Hunt deconvolution and Richardson–Lucy (30 iterations), PSNR.
+unsupervised Wiener–Hunt deconvolution and Richardson–Lucy (30 iterations), PSNR. Inpainting: pixels
+removed from the crop by four masks (50 % and 80 % of the pixels at random, seed 0; 4-pixel lines every 24
+rows; a 32×32 hole in the middle); kuosan ``inpaint`` (mmse) vs scikit-image's biharmonic inpainting, PSNR
+over the whole crop (known pixels are kept by both).
 
     pip install -e .[bench]        # bm3d, scikit-image, scikit-learn
-    python benchmarks/restore.py [--quick | --denoise-only | --sr-only | --deblur-only] [--panel docs/restore.png]
+    python benchmarks/restore.py [--quick | --denoise-only | --sr-only | --deblur-only | --inpaint-only]
+                                  [--panel docs/restore.png]
     python benchmarks/restore.py --model runs/photo-ft --device cuda --no-bm3d     # compare a new prior on a GPU
 """
 
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--sr-only", action="store_true", help="only the super-resolution table")
     parser.add_argument("--deblur-only", action="store_true", help="only the deblurring table")
     parser.add_argument("--denoise-only", action="store_true", help="only the denoising table")
+    parser.add_argument("--inpaint-only", action="store_true", help="only the inpainting table")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--model", default="builtin:photo", help="the prior: builtin:photo, a run or a model folder")
     parser.add_argument("--device", default="cpu", help="where kuosan runs (cpu, cuda); the times are that device's")
@@ -78,7 +83,8 @@ def main() -> None:
 
         def bm3d_denoise(noisy, sigma, channels):
             return (bm3d.bm3d if channels == 1 else bm3d.bm3d_rgb)(noisy, sigma)
-    sigmas = () if args.sr_only or args.deblur_only else (25,) if args.quick else (15, 25, 50)
+    only = args.sr_only or args.deblur_only or args.denoise_only or args.inpaint_only
+    sigmas = () if only and not args.denoise_only else (25,) if args.quick else (15, 25, 50)
     rows, panel = [], None
     print(f"torch threads: {torch.get_num_threads()}; prior: {args.model} "
           f"({sum(p.numel() for p in prior.parameters()) / 1e6:.2f}M parameters)")
@@ -117,10 +123,12 @@ def main() -> None:
         strip = np.concatenate([np.pad(p, ((0, 0), (0, 6), (0, 0)), constant_values=1) for p in panel], axis=1)
         Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
         print(f"\npanel (noisy | BM3D | kuosan | clean) → {args.panel}")
-    if not (args.quick or args.deblur_only or args.denoise_only):
+    if args.sr_only or not (args.quick or only):
         super_resolution_table(prior, held_out_photos, device)
-    if not (args.quick or args.sr_only or args.denoise_only):
+    if args.deblur_only or not (args.quick or only):
         deblurring_table(prior, held_out_photos, device)
+    if args.inpaint_only or not (args.quick or only):
+        inpainting_table(prior, held_out_photos, device)
 
 
 def denoising_table(rows, sigmas) -> None:
@@ -212,6 +220,41 @@ def deblurring_table(prior, held_out_photos, device: str) -> None:
                 results.append((psnr(blurred, clean), psnr(rl, clean), psnr(wiener, clean), psnr(ours, clean), t))
             b, rl_, w, k, t = (float(np.mean(v)) for v in zip(*results, strict=True))
             print(f"| {kind} | {std} | {noise} | {b:.2f} | {rl_:.2f} | {w:.2f} | {k:.2f} | {t:.1f} |", flush=True)
+
+
+def inpainting_masks(size: int = 256) -> dict[str, np.ndarray]:
+    """Boolean masks, True = missing."""
+    rng = np.random.default_rng(0)
+    lines = np.zeros((size, size), bool)
+    for row in range(8, size, 24):
+        lines[row:row + 4] = True
+    box = np.zeros((size, size), bool)
+    box[size // 2 - 16:size // 2 + 16, size // 2 - 16:size // 2 + 16] = True
+    return {"random 50 %": rng.random((size, size)) < 0.5, "random 80 %": rng.random((size, size)) < 0.8,
+            "lines 4 px / 24": lines, "box 32×32": box}
+
+
+def inpainting_table(prior, held_out_photos, device: str) -> None:
+    from skimage.restoration import inpaint_biharmonic
+
+    import kuosan
+
+    print("\nInpainting, PSNR dB over the 256² crop, mean over held-out photos:")
+    print("| kind | mask | missing | biharmonic (scikit-image) | kuosan inpaint (mmse) | gain | s per image "
+          "(biharmonic / kuosan) |")
+    print("|---|---|---|---|---|---|---|")
+    for channels, kind in ((1, "gray"), (3, "rgb")):
+        for name, mask in inpainting_masks().items():
+            results = []
+            for image in held_out_photos(channels).values():
+                clean = crop(image)
+                holed = np.where(mask[..., None] if channels == 3 else mask, 0.0, clean)
+                ref, t_ref = timed(inpaint_biharmonic, holed, mask, channel_axis=-1 if channels == 3 else None)
+                ours, t = timed(kuosan.inpaint, holed.astype(np.float32), mask, model=prior, device=device)
+                results.append((psnr(ref, clean), psnr(ours, clean), t_ref, t))
+            b, k, tb, tk = (float(np.mean(v)) for v in zip(*results, strict=True))
+            print(f"| {kind} | {name} | {mask.mean():.0%} | {b:.2f} | {k:.2f} | {k - b:+.2f} | {tb:.1f} / {tk:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -213,9 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN")
     p.add_argument("mask", metavar="MASK", help="mask image, white = pixels to fill")
     p.add_argument("output", metavar="OUT")
-    p.add_argument("--steps", type=_positive_int, default=20, help="sampler steps")
+    p.add_argument("--mode", choices=("mmse", "sample"), default="mmse",
+                   help="mmse: best PSNR, the thin-plate fill sharpened by the prior (smooth in large holes); "
+                        "sample: a posterior sample, texture drawn into the holes (--seed)")
+    p.add_argument("--steps", type=_positive_int, default=20,
+                   help="mmse: plug-and-play iterations; sample: sampler steps")
     p.add_argument("--resample", type=_positive_int, default=3,
-                   help="RePaint resampling: redo each step this many times (harmonises the fill)")
+                   help="sample mode: RePaint resampling, each step redone this many times (harmonises the fill)")
+    p.add_argument("--compare", metavar="PANEL.png",
+                   help="also write the input with the pixels to fill in white | kuosan side by side")
     _restore_options(p)
 
     p = sub.add_parser("eval", help="score a digit model: Fréchet distance, KID, conditional accuracy",
@@ -360,7 +366,7 @@ def cmd_deblur(args) -> None:
 
 
 def cmd_inpaint(args) -> None:
-    from kuosan.data.io import open_image
+    from kuosan.data.io import open_image, side_by_side
     from kuosan.tasks.restore import inpaint
     from kuosan.train.trainer import resolve_device
 
@@ -371,10 +377,14 @@ def cmd_inpaint(args) -> None:
                           f"{image.width}×{image.height}")
     if Path(args.output).resolve() == Path(args.mask).resolve():
         raise KuosanError(f"{args.output}: the output would overwrite the mask; choose another file name")
-    out = inpaint(image, mask, model=args.model, steps=args.steps, resample=args.resample, seed=args.seed,
-                  tile=args.tile, device=resolve_device(args.device), progress=True)
+    out = inpaint(image, mask, model=args.model, mode=args.mode, steps=args.steps, resample=args.resample,
+                  seed=args.seed, tile=args.tile, device=resolve_device(args.device), progress=True)
     _save_result(out, dst)
-    print(f"kuosan: wrote {dst}")
+    if args.compare:
+        holed = side_by_side([image], gap=0)                    # the input as 8-bit RGB
+        holed.paste((255, 255, 255), mask=mask.convert("L").point(lambda v: 255 if v > 127 else 0))
+        _panel([holed, out], args.compare)
+    print(f"kuosan: wrote {dst}" + (f" and {args.compare}" if args.compare else ""))
 
 
 def _sigma_ladder(text: str) -> list[float]:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from kuosan.errors import KuosanError
 from kuosan.tasks.operators import (
     BicubicDownsample,
     Blur,
@@ -116,7 +117,8 @@ def test_noisy_consistent_denoiser_trusts_y_at_high_sigma_and_the_prior_at_low(g
     torch.testing.assert_close(low, gaussian(x, torch.tensor([0.001])), atol=1e-3, rtol=0)  # w = 1e4
 
 
-def test_inpainting_samples_only_the_holes_box_plus_context(gaussian):
+@pytest.mark.parametrize("mode", ["mmse", "sample"])
+def test_inpainting_restores_only_the_holes_box_plus_context(gaussian, mode):
     from kuosan.tasks.restore import inpaint_tensor
 
     shapes = []
@@ -129,15 +131,40 @@ def test_inpainting_samples_only_the_holes_box_plus_context(gaussian):
     image = torch.rand(1, 1, 64, 96, generator=torch.Generator().manual_seed(6)) * 2 - 1
     fill = torch.zeros(64, 96, dtype=torch.bool)
     fill[20:28, 30:38] = True
-    out = inpaint_tensor(recording, image, fill, steps=3, resample=2, context=10)
+    out = inpaint_tensor(recording, image, fill, mode=mode, steps=3, resample=2, context=10)
     assert set(shapes) == {(1, 1, 28, 28)}                                    # 8 + 2·10 on each axis
     assert torch.equal(out[..., ~fill], image[..., ~fill])                  # known pixels untouched
-    crop = inpaint_tensor(recording, image[..., 10:38, 20:48], fill[10:38, 20:48], steps=3, resample=2,
-                          context=None)
+    crop = inpaint_tensor(recording, image[..., 10:38, 20:48], fill[10:38, 20:48], mode=mode, steps=3,
+                          resample=2, context=None)
     assert torch.equal(out[..., 10:38, 20:48], crop)
     shapes.clear()
-    inpaint_tensor(recording, image, fill, steps=2, resample=1, context=None)
+    inpaint_tensor(recording, image, fill, mode=mode, steps=2, resample=1, context=None)
     assert set(shapes) == {(1, 1, 64, 96)}
+
+
+def test_mmse_inpainting_starts_from_the_smooth_fill_and_keeps_the_known_pixels(gaussian):
+    from kuosan.tasks.fill import smooth_fill
+    from kuosan.tasks.restore import inpaint_tensor
+
+    def identity(x, sigma, **cond):
+        return x
+
+    identity.sigma_min, identity.sigma_max, identity.channels = 0.002, 80.0, 1
+    g = torch.Generator().manual_seed(7)
+    image = torch.rand(1, 1, 40, 40, generator=g) * 2 - 1
+    fill = torch.rand(40, 40, generator=g) > 0.7
+    known = (~fill).float()[None, None]
+    # A denoiser that changes nothing leaves the fill as it starts: the thin-plate fill.
+    out = inpaint_tensor(identity, image, fill, steps=4, context=None)
+    torch.testing.assert_close(out, smooth_fill(image, known), atol=1e-6, rtol=0)
+    # The prior then moves it, and exactly `steps` denoiser calls are made.
+    gaussian.calls = 0
+    out = inpaint_tensor(gaussian, image, fill, steps=5, context=None)
+    assert gaussian.calls == 5
+    assert torch.equal(out[..., ~fill], image[..., ~fill])
+    assert (out - smooth_fill(image, known))[..., fill].abs().max() > 1e-3
+    with pytest.raises(KuosanError, match="mmse or sample"):
+        inpaint_tensor(gaussian, image, fill, mode="best")
 
 
 def test_blur_is_a_periodic_convolution_with_the_centred_kernel():

@@ -97,11 +97,19 @@ def test_cli_denoise_upscale_inpaint(files, tiny_rgb_model):
     assert Image.open(root / "dk.png").size == (64, 48)
 
     assert main(["inpaint", str(root / "noisy.png"), str(root / "mask.png"), str(root / "i.png"),
-                 "--steps", "2", "--resample", "2", *model]) == 0
-    filled, noisy = np.asarray(Image.open(root / "i.png")), np.asarray(Image.open(root / "noisy.png"))
-    keep = np.asarray(Image.open(root / "mask.png")) == 0
-    assert np.array_equal(filled[keep], noisy[keep])          # known pixels untouched
-    assert not np.array_equal(filled[~keep], noisy[~keep])
+                 "--steps", "2", *model]) == 0
+    assert main(["inpaint", str(root / "noisy.png"), str(root / "mask.png"), str(root / "is.png"),
+                 "--mode", "sample", "--steps", "2", "--resample", "2", "--compare", str(root / "ip.png"), *model]) == 0
+    noisy, keep = np.asarray(Image.open(root / "noisy.png")), np.asarray(Image.open(root / "mask.png")) == 0
+    filled, sampled = np.asarray(Image.open(root / "i.png")), np.asarray(Image.open(root / "is.png"))
+    for out in (filled, sampled):
+        assert np.array_equal(out[keep], noisy[keep])          # known pixels untouched
+        assert not np.array_equal(out[~keep], noisy[~keep])
+    assert not np.array_equal(filled, sampled)                 # two different methods
+    panel = np.asarray(Image.open(root / "ip.png").convert("RGB"))
+    assert panel.shape == (48, 64 * 2 + 8, 3)
+    assert (panel[:, :64][~keep] == 255).all()                 # the holes shown white
+    assert np.array_equal(panel[:, 72:], np.asarray(Image.open(root / "is.png").convert("RGB")))
 
 
 def test_api_keeps_the_callers_format(tiny_rgb_model):

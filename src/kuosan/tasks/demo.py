@@ -96,7 +96,7 @@ def run_demo(out: str | Path, quick: bool = False, log=print) -> Path:
     h, w = mask.shape
     mask[h // 3:h // 3 + h // 5, w // 4:w // 4 + w // 3] = 255
     start = time.perf_counter()
-    filled = kuosan.inpaint(crop, mask, steps=3 if quick else 10, resample=1 if quick else 2)
+    filled = kuosan.inpaint(crop, mask, mode="sample", steps=3 if quick else 10, resample=1 if quick else 2)
     t_in = time.perf_counter() - start
     holed = np.asarray(crop).copy()
     holed[mask > 0] = 255

@@ -15,7 +15,8 @@ All are "D plus data consistency" on tensors [1, C, H, W] in model units ([-1, 1
   as for ``upscale`` with the exact Fourier-domain proximal step (DPIR's deblurring). The image is padded by
   reflection so the operator's periodic wrap-around falls outside it, and σ_y is at least the 8-bit rounding
   noise, so the data step never divides by a vanishing |K|².
-- ``inpaint``: the same with A = a pixel mask, plus RePaint-style resampling (Lugmayr et al. 2022): each step
+- ``inpaint``: A = a pixel mask. ``mmse`` is plug-and-play started from the biharmonic fill (``fill``), which
+  the prior then sharpens; ``sample`` is DDNM plus RePaint-style resampling (Lugmayr et al. 2022): each step
   is re-noised and redone ``resample`` times so the filled region harmonises with what is known.
 
 Large images go through ``TiledDenoiser``; a 1-channel prior restores colour images through
@@ -34,6 +35,7 @@ from kuosan.diffusion.color import OpponentColorDenoiser
 from kuosan.diffusion.ladders import karras_sigmas
 from kuosan.errors import KuosanError
 from kuosan.samplers.sde import euler_ancestral
+from kuosan.tasks.fill import smooth_fill
 from kuosan.tasks.noise_level import estimate_noise_sigma
 from kuosan.tasks.operators import (
     BicubicDownsample,
@@ -211,14 +213,22 @@ def _plug_and_play(denoiser, op, y: Tensor, start: Tensor, steps: int, progress:
 
 
 @torch.no_grad()
-def inpaint_tensor(denoiser, image: Tensor, fill: Tensor, *, steps: int = 25, resample: int = 4, seed: int = 0,
-                   eta: float = 1.0, context: int | None = 96, progress: bool = False) -> Tensor:
+def inpaint_tensor(denoiser, image: Tensor, fill: Tensor, *, mode: str = "mmse", steps: int | None = None,
+                   resample: int = 3, seed: int = 0, eta: float = 1.0, context: int | None = 96,
+                   progress: bool = False) -> Tensor:
     """Fill the pixels where ``fill`` [H, W] is true, keeping the rest of image [1, C, H, W] exactly.
 
-    Only the box around the holes plus ``context`` pixels on each side is sampled (None: the whole image):
+    ``mmse`` (the best PSNR): the biharmonic fill (``kuosan.tasks.fill.smooth_fill``) refined by ``steps``
+    (default 20) plug-and-play iterations, σ from 0.3 to 0.02. ``sample``: a posterior sample, DDNM
+    projection on an ancestral sampler from the prior's σ_max, ``steps`` (default 20) each redone
+    ``resample`` times (RePaint); it draws texture into large holes where ``mmse`` stays smooth.
+
+    Only the box around the holes plus ``context`` pixels on each side is restored (None: the whole image):
     the prior is local, so pixels farther away barely inform the fill, and a small hole in a large photo then
     costs what a small image does.
     """
+    if mode not in ("mmse", "sample"):
+        raise KuosanError(f"mode {mode!r}: use mmse or sample")
     fill = fill.bool()
     if context is not None and fill.any():
         rows, cols = fill.any(1).nonzero().flatten(), fill.any(0).nonzero().flatten()
@@ -228,16 +238,19 @@ def inpaint_tensor(denoiser, image: Tensor, fill: Tensor, *, steps: int = 25, re
         if (bottom - top, right - left) != tuple(fill.shape):
             out = image.clone()
             out[..., top:bottom, left:right] = inpaint_tensor(
-                denoiser, image[..., top:bottom, left:right], fill[top:bottom, left:right], steps=steps,
-                resample=resample, seed=seed, eta=eta, context=None, progress=progress)
+                denoiser, image[..., top:bottom, left:right], fill[top:bottom, left:right], mode=mode,
+                steps=steps, resample=resample, seed=seed, eta=eta, context=None, progress=progress)
             return out
-    known = (~fill).float()[None, None]
+    known = (~fill).to(image.dtype)[None, None]
     op = Mask(known)
     y = op.forward(image)
+    if mode == "mmse":
+        start = smooth_fill(image, known)
+        return _plug_and_play(denoiser, op, y, start, steps or 20, progress, sigma_hi=0.3)
     # Start from the known pixels with the mean of the known ones in the hole.
     mean = (image * known).sum((-2, -1), keepdim=True) / known.sum().clamp_min(1)
     start = known * image + (1 - known) * mean
-    return _consistent_sampling(denoiser, op, y, start, steps, seed, eta, progress, resample=resample)
+    return _consistent_sampling(denoiser, op, y, start, steps or 20, seed, eta, progress, resample=resample)
 
 
 def _consistent_sampling(denoiser, op, y: Tensor, start: Tensor, steps: int, seed: int, eta: float,
@@ -431,9 +444,10 @@ def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int
     return picture.give_back(out)
 
 
-def inpaint(image, mask, *, model=DEFAULT_PRIOR, steps: int = 20, resample: int = 3, seed: int = 0,
-            tile: int = 256, device: str = "cpu", progress: bool = False):
-    """Fill the pixels where ``mask`` is white (> 50 %); the others are kept exactly."""
+def inpaint(image, mask, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int | None = None,
+            resample: int = 3, seed: int = 0, tile: int = 256, device: str = "cpu", progress: bool = False):
+    """Fill the pixels where ``mask`` is white (> 50 %); the others are kept exactly. ``mode``: ``mmse``
+    (best PSNR, smooth in large holes) or ``sample`` (a posterior sample; see ``inpaint_tensor``)."""
     import numpy as np
     from PIL import Image
 
@@ -447,6 +461,6 @@ def inpaint(image, mask, *, model=DEFAULT_PRIOR, steps: int = 20, resample: int 
     if not fill.any():
         return picture.give_back(picture.tensor)
     d = prepare(load_prior(model, device), picture.channels, tile)
-    out = inpaint_tensor(d, picture.tensor.to(device), fill.to(device), steps=steps, resample=resample, seed=seed,
-                         progress=progress)
+    out = inpaint_tensor(d, picture.tensor.to(device), fill.to(device), mode=mode, steps=steps, resample=resample,
+                         seed=seed, progress=progress)
     return picture.give_back(out)
