@@ -157,10 +157,11 @@ def upscale_tensor(denoiser, low: Tensor, scale: int, *, mode: str = "mmse", ste
     bicubic = torch.nn.functional.interpolate(low, scale_factor=scale, mode="bicubic", align_corners=False)
     start = op.project(bicubic, low) if noise_sigma == 0 else bicubic
     if mode == "mmse":
-        return _plug_and_play(denoiser, op, low, start, steps or 10, progress, noise_sigma=noise_sigma)
+        return _plug_and_play(denoiser, op, low, start, 10 if steps is None else steps, progress,
+                              noise_sigma=noise_sigma)
     if mode != "sample":
         raise KuosanError(f"mode {mode!r}: use mmse or sample")
-    return _consistent_sampling(denoiser, op, low, start, steps or 20, seed, eta, progress,
+    return _consistent_sampling(denoiser, op, low, start, 20 if steps is None else steps, seed, eta, progress,
                                 noise_sigma=noise_sigma)
 
 
@@ -241,16 +242,17 @@ def inpaint_tensor(denoiser, image: Tensor, fill: Tensor, *, mode: str = "mmse",
                 denoiser, image[..., top:bottom, left:right], fill[top:bottom, left:right], mode=mode,
                 steps=steps, resample=resample, seed=seed, eta=eta, context=None, progress=progress)
             return out
+    steps = 20 if steps is None else steps
     known = (~fill).to(image.dtype)[None, None]
     op = Mask(known)
     y = op.forward(image)
     if mode == "mmse":
         start = smooth_fill(image, known)
-        return _plug_and_play(denoiser, op, y, start, steps or 20, progress, sigma_hi=0.3)
+        return _plug_and_play(denoiser, op, y, start, steps, progress, sigma_hi=0.3)
     # Start from the known pixels with the mean of the known ones in the hole.
     mean = (image * known).sum((-2, -1), keepdim=True) / known.sum().clamp_min(1)
     start = known * image + (1 - known) * mean
-    return _consistent_sampling(denoiser, op, y, start, steps or 20, seed, eta, progress, resample=resample)
+    return _consistent_sampling(denoiser, op, y, start, steps, seed, eta, progress, resample=resample)
 
 
 def _consistent_sampling(denoiser, op, y: Tensor, start: Tensor, steps: int, seed: int, eta: float,
