@@ -367,7 +367,7 @@ def cmd_deblur(args) -> None:
 
 def cmd_inpaint(args) -> None:
     from kuosan.data.io import open_image, side_by_side
-    from kuosan.tasks.restore import inpaint
+    from kuosan.tasks.restore import inpaint, pixels_to_fill
     from kuosan.train.trainer import resolve_device
 
     image, dst = _restore_io(args)
@@ -381,8 +381,10 @@ def cmd_inpaint(args) -> None:
                   seed=args.seed, tile=args.tile, device=resolve_device(args.device), progress=True)
     _save_result(out, dst)
     if args.compare:
+        from PIL import Image
+
         holed = side_by_side([image], gap=0)                    # the input as 8-bit RGB
-        holed.paste((255, 255, 255), mask=mask.convert("L").point(lambda v: 255 if v > 127 else 0))
+        holed.paste((255, 255, 255), mask=Image.fromarray(pixels_to_fill(mask)))  # the pixels inpaint filled
         _panel([holed, out], args.compare)
     print(f"kuosan: wrote {dst}" + (f" and {args.compare}" if args.compare else ""))
 

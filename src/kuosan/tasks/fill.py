@@ -19,17 +19,26 @@ from torch import Tensor
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
+def _halve(image: Tensor, known: Tensor) -> tuple[Tensor, Tensor]:
+    """Half-size image (the mean of each 2×2 block's known pixels) and its mask (1 where any was known)."""
+    weight = F.avg_pool2d(known, 2, ceil_mode=True)
+    coarse = F.avg_pool2d(image * known, 2, ceil_mode=True) / weight.clamp_min(1e-12)
+    return coarse, (weight > 0).to(image.dtype)
+
+
+def _double(coarse: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)[..., :like.shape[-2],
+                                                                                          :like.shape[-1]]
+
+
 def pull_push_fill(image: Tensor, known: Tensor) -> Tensor:
     """Fill where ``known`` (broadcastable to ``image`` [B, C, H, W], 1 = known) is 0 with the
     mask-weighted average of the known pixels at the finest scale where there are any."""
     known = known.expand_as(image).to(image.dtype)
     if known.min() > 0 or min(image.shape[-2:]) < 2:
         return image
-    weight = F.avg_pool2d(known, 2, ceil_mode=True)
-    coarse = F.avg_pool2d(image * known, 2, ceil_mode=True) / weight.clamp_min(1e-12)
-    coarse = pull_push_fill(coarse, (weight > 0).to(image.dtype))
-    up = F.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)
-    return known * image + (1 - known) * up[..., :image.shape[-2], :image.shape[-1]]
+    coarse = pull_push_fill(*_halve(image, known))
+    return known * image + (1 - known) * _double(coarse, image)
 
 
 def _reflect_pad_adjoint(g: Tensor) -> Tensor:
@@ -81,10 +90,8 @@ def _solve(x: Tensor, hole: Tensor, membrane: float, iterations: int, tolerance:
     if min(height, width) < 3:
         return pull_push_fill(x, 1 - hole)
     if min(height, width) >= 16:
-        weight = F.avg_pool2d(1 - hole, 2, ceil_mode=True)
-        coarse = F.avg_pool2d(x * (1 - hole), 2, ceil_mode=True) / weight.clamp_min(1e-12)
-        coarse = _solve(coarse, (weight == 0).to(x.dtype), membrane, iterations, tolerance)
-        up = F.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)[..., :height, :width]
+        coarse, coarse_known = _halve(x, 1 - hole)
+        up = _double(_solve(coarse, 1 - coarse_known, membrane, iterations, tolerance), x)
     else:
         up = pull_push_fill(x, 1 - hole)
 

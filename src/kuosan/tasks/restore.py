@@ -446,20 +446,27 @@ def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int
     return picture.give_back(out)
 
 
+def pixels_to_fill(mask):
+    """The boolean [H, W] array of the pixels ``mask`` (PIL image or array) marks white (> 50 %)."""
+    import numpy as np
+    from PIL import Image
+
+    m = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask, dtype=np.float64)
+    if m.ndim == 3:
+        m = m.mean(-1)
+    return m > (127.5 if m.max() > 1 else 0.5)
+
+
 def inpaint(image, mask, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int | None = None,
             resample: int = 3, seed: int = 0, tile: int = 256, device: str = "cpu", progress: bool = False):
     """Fill the pixels where ``mask`` is white (> 50 %); the others are kept exactly. ``mode``: ``mmse``
     (best PSNR, smooth in large holes) or ``sample`` (a posterior sample; see ``inpaint_tensor``)."""
-    import numpy as np
-    from PIL import Image
-
     picture = _Picture(image)
-    m = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask, dtype=np.float64)
-    if m.ndim == 3:
-        m = m.mean(-1)
-    if m.shape != tuple(picture.shape):
-        raise KuosanError(f"mask is {m.shape[1]}×{m.shape[0]} but the image is {picture.shape[1]}×{picture.shape[0]}")
-    fill = torch.from_numpy(m > (127.5 if m.max() > 1 else 0.5))
+    holes = pixels_to_fill(mask)
+    if holes.shape != tuple(picture.shape):
+        raise KuosanError(f"mask is {holes.shape[1]}×{holes.shape[0]} but the image is "
+                          f"{picture.shape[1]}×{picture.shape[0]}")
+    fill = torch.from_numpy(holes)
     if not fill.any():
         return picture.give_back(picture.tensor)
     d = prepare(load_prior(model, device), picture.channels, tile)
