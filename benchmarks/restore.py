@@ -64,6 +64,10 @@ def main() -> None:
     parser.add_argument("--inpaint-only", action="store_true", help="only the inpainting table")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--model", default="builtin:photo", help="the prior: builtin:photo, a run or a model folder")
+    parser.add_argument("--colour-model",
+                        help="the prior for colour images (default: --model's colour companion if installed, as "
+                             "kuosan does, else --model through the opponent colour transform)")
+    parser.add_argument("--kinds", default="gray,rgb", help="which rows: gray, rgb or both")
     parser.add_argument("--device", default="cpu", help="where kuosan runs (cpu, cuda); the times are that device's")
     parser.add_argument("--no-bm3d", action="store_true",
                         help="skip BM3D (its columns read nan): to compare priors where bm3d is not installed")
@@ -73,8 +77,13 @@ def main() -> None:
 
     import kuosan
     from kuosan.data.photos import held_out_photos
+    from kuosan.tasks.restore import COLOUR_COMPANIONS, load_prior
 
-    prior, device = kuosan.load(args.model, device=args.device), args.device
+    device = args.device
+    priors = {1: load_prior(args.model, device), 3: load_prior(args.colour_model or args.model, device, channels=3)}
+    routed = args.colour_model is None and priors[3].channels == 3 and priors[1].channels == 1
+    prior_names = {1: args.model, 3: COLOUR_COMPANIONS[args.model] if routed else args.colour_model or args.model}
+    kinds = tuple((c, k) for c, k in ((1, "gray"), (3, "rgb")) if k in args.kinds.split(","))
     if args.no_bm3d:
         def bm3d_denoise(noisy, sigma, channels):
             return np.full_like(noisy, np.nan)
@@ -86,9 +95,12 @@ def main() -> None:
     only = args.sr_only or args.deblur_only or args.denoise_only or args.inpaint_only
     sigmas = () if only and not args.denoise_only else (25,) if args.quick else (15, 25, 50)
     rows, panel = [], None
-    print(f"torch threads: {torch.get_num_threads()}; prior: {args.model} "
-          f"({sum(p.numel() for p in prior.parameters()) / 1e6:.2f}M parameters)")
-    for channels, kind in ((1, "gray"), (3, "rgb")) if sigmas else ():
+    for channels, kind in kinds:
+        p = priors[channels]
+        print(f"torch threads: {torch.get_num_threads()}; {kind} images: {prior_names[channels]}, {p.channels}-channel "
+              f"({sum(t.numel() for t in p.parameters()) / 1e6:.2f}M parameters)")
+    for channels, kind in kinds if sigmas else ():
+        prior = priors[channels]
         photos = held_out_photos(channels)
         names = list(photos)[:1] if args.quick else list(photos)
         for sigma in sigmas:
@@ -124,11 +136,11 @@ def main() -> None:
         Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
         print(f"\npanel (noisy | BM3D | kuosan | clean) → {args.panel}")
     if args.sr_only or not (args.quick or only):
-        super_resolution_table(prior, held_out_photos, device)
+        super_resolution_table(priors, kinds, held_out_photos, device)
     if args.deblur_only or not (args.quick or only):
-        deblurring_table(prior, held_out_photos, device)
+        deblurring_table(priors, kinds, held_out_photos, device)
     if args.inpaint_only or not (args.quick or only):
-        inpainting_table(prior, held_out_photos, device)
+        inpainting_table(priors, kinds, held_out_photos, device)
 
 
 def denoising_table(rows, sigmas) -> None:
@@ -139,6 +151,8 @@ def denoising_table(rows, sigmas) -> None:
     for kind in ("gray", "rgb"):
         for sigma in sigmas:
             sel = [r for r in rows if r["kind"] == kind and r["sigma"] == sigma]
+            if not sel:   # a kind left out by --kinds
+                continue
 
             def mean(key, i, sel=sel):
                 return float(np.mean([r[key][i] for r in sel]))
@@ -152,7 +166,7 @@ def denoising_table(rows, sigmas) -> None:
 
 
 
-def super_resolution_table(prior, held_out_photos, device: str) -> None:
+def super_resolution_table(priors, kinds, held_out_photos, device: str) -> None:
     import torch.nn.functional as F
 
     import kuosan
@@ -164,7 +178,8 @@ def super_resolution_table(prior, held_out_photos, device: str) -> None:
           "kuosan, noise auto | s per image |")
     print("|---|---|---|---|---|---|---|---|---|")
     cases = [(2, "bicubic", 0), (4, "bicubic", 0), (2, "box", 0), (4, "box", 0), (4, "bicubic", 10)]
-    for channels, kind in ((1, "gray"), (3, "rgb")):
+    for channels, kind in kinds:
+        prior = priors[channels]
         for scale, kernel, noise in cases:
             results = []
             for image in held_out_photos(channels).values():
@@ -187,7 +202,7 @@ def super_resolution_table(prior, held_out_photos, device: str) -> None:
                   f"{t:.1f} |", flush=True)
 
 
-def deblurring_table(prior, held_out_photos, device: str) -> None:
+def deblurring_table(priors, kinds, held_out_photos, device: str) -> None:
     from skimage.restoration import richardson_lucy, unsupervised_wiener
 
     import kuosan
@@ -201,7 +216,8 @@ def deblurring_table(prior, held_out_photos, device: str) -> None:
     print("| kind | blur std | noise σ | blurred input | Richardson–Lucy (30) | unsupervised Wiener | "
           "kuosan deblur | s per image |")
     print("|---|---|---|---|---|---|---|---|")
-    for channels, kind in ((1, "gray"), (3, "rgb")):
+    for channels, kind in kinds:
+        prior = priors[channels]
         for std, noise in ((1.6, 2.55), (1.6, 7.65), (3.0, 2.55)):
             kernel = gaussian_kernel(std)
             r = kernel.shape[0]
@@ -234,7 +250,7 @@ def inpainting_masks(size: int = 256) -> dict[str, np.ndarray]:
             "lines 4 px / 24": lines, "box 32×32": box}
 
 
-def inpainting_table(prior, held_out_photos, device: str) -> None:
+def inpainting_table(priors, kinds, held_out_photos, device: str) -> None:
     from skimage.restoration import inpaint_biharmonic
 
     import kuosan
@@ -243,7 +259,8 @@ def inpainting_table(prior, held_out_photos, device: str) -> None:
     print("| kind | mask | missing | biharmonic (scikit-image) | kuosan inpaint (mmse) | gain | s per image "
           "(biharmonic / kuosan) |")
     print("|---|---|---|---|---|---|---|")
-    for channels, kind in ((1, "gray"), (3, "rgb")):
+    for channels, kind in kinds:
+        prior = priors[channels]
         for name, mask in inpainting_masks().items():
             results = []
             for image in held_out_photos(channels).values():

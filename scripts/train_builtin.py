@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--device", default="auto")
         p.add_argument("--workers", type=int)
         p.add_argument("--no-progress", action="store_true")
-        p.add_argument("--init", help="a model folder to start from (fine-tuning)")
+        p.add_argument("--init", help="a model folder to start from (fine-tuning; a gray model may start a "
+                                      "colour one, see inflate_to_colour)")
         p.add_argument("--lr", type=float, help="learning rate instead of the recipe's")
         p.add_argument("--p-mean", type=float, help="ln σ ~ N(P_mean, P_std²) instead of the recipe's -1.2")
         p.add_argument("--p-std", type=float, help="instead of the recipe's 1.2")
@@ -171,9 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.init:
         from safetensors.torch import load_file
 
-        from kuosan.checkpoint import WEIGHTS_FILE, resolve_model
+        from kuosan.checkpoint import WEIGHTS_FILE, build_denoiser, resolve_model
+        from kuosan.train.warmstart import inflate_to_colour
 
         init = load_file(resolve_model(args.init) / WEIGHTS_FILE)
+        init = inflate_to_colour(init, build_denoiser(config).state_dict())
     print(f"training {args.what}: {json.dumps(config.to_dict()['net'])}", file=sys.stderr)
     train(config, args.out, device=args.device, progress=not args.no_progress, dataset=dataset, init=init)
 

@@ -154,3 +154,19 @@ def test_bad_restore_input_is_one_clear_line_and_exit_2(files, args, message, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("kuosan: error:") and message in err and "\n" not in err
     assert (root / "noisy.png").read_bytes() == before
+
+
+def test_a_colour_companion_restores_colour_images_and_the_gray_prior_gray_ones(tiny_rgb_model, monkeypatch):
+    from kuosan.tasks import restore
+
+    rgb = astronaut(gray=False)[:32, :32].astype(np.uint8)
+    gray = astronaut(gray=True)[:32, :32].astype(np.uint8)
+    monkeypatch.setattr(restore, "COLOUR_COMPANIONS", {"builtin:photo": str(tiny_rgb_model)})
+    routed_rgb, routed_gray = kuosan.denoise(rgb, 20), kuosan.denoise(gray, 20)
+    assert np.array_equal(routed_rgb, kuosan.denoise(rgb, 20, model=tiny_rgb_model))
+    gray_prior = kuosan.load("builtin:photo")
+    assert np.array_equal(routed_gray, kuosan.denoise(gray, 20, model=gray_prior))
+    # without an installed companion, colour images go through the gray prior (opponent colour space)
+    monkeypatch.setattr(restore, "COLOUR_COMPANIONS", {"builtin:photo": "builtin:no-such-model"})
+    assert np.array_equal(kuosan.denoise(rgb, 20), kuosan.denoise(rgb, 20, model=gray_prior))
+    assert not np.array_equal(kuosan.denoise(rgb, 20), routed_rgb)

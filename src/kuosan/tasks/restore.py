@@ -20,7 +20,7 @@ All are "D plus data consistency" on tensors [1, C, H, W] in model units ([-1, 1
   is re-noised and redone ``resample`` times so the filled region harmonises with what is known.
 
 Large images go through ``TiledDenoiser``; a 1-channel prior restores colour images through
-``OpponentColorDenoiser``.
+``OpponentColorDenoiser``, unless it has a colour companion installed (``COLOUR_COMPANIONS``).
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ from kuosan.tasks.operators import (
 from kuosan.tasks.tiling import TiledDenoiser
 
 DEFAULT_PRIOR = "builtin:photo"
+# A gray prior named by reference, and the colour prior that restores colour images in its place when it is
+# there (the package ships it once one beats the gray prior in the opponent colour space; see prepare).
+COLOUR_COMPANIONS = {"builtin:photo": "builtin:photo-rgb"}
 
 
 def psnr(estimate, reference, peak: float = 255.0) -> float:
@@ -365,13 +368,23 @@ class _Picture:
         return out
 
 
-def load_prior(model, device="cpu"):
-    """A model reference (``builtin:photo``, a run or checkpoint folder) or an already loaded denoiser."""
+def load_prior(model, device="cpu", channels: int | None = None):
+    """A model reference (``builtin:photo``, a run or checkpoint folder) or an already loaded denoiser. For
+    colour images (``channels`` 3) a reference with a colour companion that is installed (COLOUR_COMPANIONS)
+    loads the companion."""
     if isinstance(model, torch.nn.Module):
         return model
-    from kuosan.checkpoint import load
+    from kuosan.checkpoint import load, resolve_model
 
-    return load(model, device=device)
+    ref = str(model)
+    companion = COLOUR_COMPANIONS.get(ref) if channels == 3 else None
+    if companion is not None:
+        try:
+            resolve_model(companion)
+            ref = companion
+        except KuosanError:
+            pass
+    return load(ref, device=device)
 
 
 def estimate_noise(image) -> float:
@@ -391,7 +404,8 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
         if not sigma >= 0:
             raise KuosanError(f"sigma must be ≥ 0, got {sigma}")
         sigma_model = pixel_to_model_sigma(sigma)
-    d = prepare(load_prior(model, device), picture.channels, tile, progress=progress and mode == "mmse")
+    d = prepare(load_prior(model, device, picture.channels), picture.channels, tile,
+                progress=progress and mode == "mmse")
     out = denoise_tensor(d, picture.tensor.to(device), sigma_model, mode=mode, steps=steps, seed=seed,
                          ensemble=ensemble, progress=progress)
     return picture.give_back(out)
@@ -408,7 +422,7 @@ def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", s
     scale = int(scale)
     picture = _Picture(image)
     noise_model = _input_noise(picture, noise)
-    d = prepare(load_prior(model, device), picture.channels, tile)
+    d = prepare(load_prior(model, device, picture.channels), picture.channels, tile)
     out = upscale_tensor(d, picture.tensor.to(device), scale, mode=mode, steps=steps, seed=seed, kernel=kernel,
                          noise_sigma=noise_model, progress=progress)
     alpha = None
@@ -440,7 +454,7 @@ def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int
     else:
         kernel = torch.as_tensor(blur, dtype=torch.float64)
     noise_model = _input_noise(picture, noise)
-    d = prepare(load_prior(model, device), picture.channels, tile)
+    d = prepare(load_prior(model, device, picture.channels), picture.channels, tile)
     out = deblur_tensor(d, picture.tensor.to(device), kernel, steps=steps, noise_sigma=noise_model,
                         progress=progress)
     return picture.give_back(out)
@@ -469,7 +483,7 @@ def inpaint(image, mask, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int 
     fill = torch.from_numpy(holes)
     if not fill.any():
         return picture.give_back(picture.tensor)
-    d = prepare(load_prior(model, device), picture.channels, tile)
+    d = prepare(load_prior(model, device, picture.channels), picture.channels, tile)
     out = inpaint_tensor(d, picture.tensor.to(device), fill.to(device), mode=mode, steps=steps, resample=resample,
                          seed=seed, progress=progress)
     return picture.give_back(out)

@@ -1,0 +1,29 @@
+import numpy as np
+import torch
+
+from kuosan.data.photos import RandomCrops
+
+
+def _photos(channels: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    shape = (40, 56) if channels == 1 else (40, 56, 3)
+    return [rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 256, shape, dtype=np.uint8)]
+
+
+def test_crops_have_the_size_and_range_and_are_reproducible():
+    crops = RandomCrops(_photos(3), size=16)
+    a = crops.get(0, np.random.default_rng(5)).image
+    b = crops.get(0, np.random.default_rng(5)).image
+    assert a.shape == (3, 16, 16) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b)
+
+
+def test_a_full_size_crop_is_a_flip_or_rotation_of_the_photo():
+    photo = _photos(1)[0][:16, :16]
+    crops = RandomCrops([photo], size=16)
+    x = torch.from_numpy(photo).float() / 127.5 - 1
+    views = [torch.rot90(x, k, (0, 1)) for k in range(4)]
+    views += [v.flip(-1) for v in views]
+    for seed in range(8):
+        crop = crops.get(0, np.random.default_rng(seed)).image[0]
+        assert any(torch.equal(crop, v) for v in views)
