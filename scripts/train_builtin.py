@@ -32,12 +32,14 @@ DIGITS_NET = UNetConfig(channels=1, base_channels=48, channel_mult=(1, 2, 2), nu
                         attention_levels=(2,), num_classes=10)
 
 
-def photo_recipe(channels: int, minutes: float, batch: int, size: int, photos: str | None = None):
+def photo_recipe(channels: int, minutes: float, batch: int, size: int, photos: str | None = None,
+                 area_cap: int | None = None):
     if photos:   # the same photos saved by `save-photos`, for machines without scikit-image's data
         with np.load(photos) as f:
-            dataset = RandomCrops([f[k] for k in sorted(f.files)], size=size)
+            images = [f[k] for k in sorted(f.files)]
     else:
-        dataset = RandomCrops(training_photos(channels), size=size)
+        images = training_photos(channels)
+    dataset = RandomCrops(images, size=size, area_cap=area_cap)
     config = RunConfig(
         net=preset("photo", channels=channels),
         data=DataConfig(source="photos: scikit-image + scikit-learn (kuosan.data.photos)", size=size,
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     photo.add_argument("--size", type=int, default=96, help="crop size")
     photo.add_argument("--batch", type=int, default=96)
     photo.add_argument("--photos", help="an .npz written by save-photos, instead of scikit-image/-learn")
+    photo.add_argument("--area-cap", type=int,
+                       help="draw photos ∝ their area up to this many pixels (the shipped prior: no cap, so retina "
+                            "gave a third of the gray crops and 45%% of the colour ones)")
     for p in (photo, sub.add_parser("digits")):
         p.add_argument("--out", required=True)
         p.add_argument("--minutes", type=float, required=True)
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{args.out}: {len(photos)} photos")
         return
     if args.what == "photo":
-        config, dataset = photo_recipe(args.channels, args.minutes, args.batch, args.size, args.photos)
+        config, dataset = photo_recipe(args.channels, args.minutes, args.batch, args.size, args.photos,
+                                       args.area_cap)
     else:
         config, dataset = digits_recipe(args.minutes, args.batch)
     overrides = {"workers": args.workers, "lr": args.lr, "p_mean": args.p_mean, "p_std": args.p_std,

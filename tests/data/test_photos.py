@@ -27,3 +27,13 @@ def test_a_full_size_crop_is_a_flip_or_rotation_of_the_photo():
     for seed in range(8):
         crop = crops.get(0, np.random.default_rng(seed)).image[0]
         assert any(torch.equal(crop, v) for v in views)
+
+
+def test_photos_are_drawn_in_proportion_to_their_area_up_to_the_cap():
+    small, large = np.zeros((20, 20), np.uint8), np.full((40, 80), 255, np.uint8)   # 400 and 3,200 pixels
+    for cap, expected in ((None, 400 / 3600), (800, 400 / 1200)):
+        crops = RandomCrops([small, large], size=16, area_cap=cap)
+        assert np.allclose(crops.weights, [expected, 1 - expected])
+        rng = np.random.default_rng(0)
+        drawn_small = np.mean([float(crops.get(0, rng).image.mean()) == -1.0 for _ in range(2000)])
+        assert abs(drawn_small - expected) < 0.03

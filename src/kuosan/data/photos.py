@@ -74,12 +74,15 @@ def held_out_photos(channels: int) -> dict[str, np.ndarray]:
 class RandomCrops:
     """Random size×size crops of in-memory photos, for training a fully convolutional prior.
 
-    Each example picks a photo with probability ∝ its area, a scale in [min_scale, 1] (downscaling with
-    antialiasing shows the net more structure per pixel and averages away the source's own noise and JPEG
-    blocks), a position, and one of the 8 flips/rotations. ``length`` is the nominal epoch length.
+    Each example picks a photo with probability ∝ its area, counting at most ``area_cap`` pixels (so that one
+    large photo does not fill most batches: retina alone is 45 % of the colour set's pixels), a scale in
+    [min_scale, 1] (downscaling with antialiasing shows the net more structure per pixel and averages away the
+    source's own noise and JPEG blocks), a position, and one of the 8 flips/rotations. ``length`` is the
+    nominal epoch length.
     """
 
-    def __init__(self, photos: list[np.ndarray], size: int, min_scale: float = 0.5, length: int = 8192):
+    def __init__(self, photos: list[np.ndarray], size: int, min_scale: float = 0.5, length: int = 8192,
+                 area_cap: int | None = None):
         if not photos:
             raise KuosanError("no photos to crop from")
         self.images = []
@@ -92,6 +95,8 @@ class RandomCrops:
         self.channels = channels.pop()
         self.size, self.min_scale, self.length = size, min_scale, length
         areas = np.array([t.shape[1] * t.shape[2] for t in self.images], dtype=np.float64)
+        if area_cap is not None:
+            areas = np.minimum(areas, area_cap)
         self.weights = areas / areas.sum()
         self.class_names: list[str] = []
 
