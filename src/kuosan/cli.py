@@ -590,6 +590,13 @@ def cmd_info(args) -> None:
         f"classes:      {', '.join(cfg.data.class_names) if cfg.data.class_names else 'none (unconditional)'}",
         f"training:     {cfg.train.steps} steps × batch {cfg.train.batch}, lr {cfg.train.lr}",
     ]
+    if cfg.data.channels == 1:
+        from kuosan.tasks.restore import colour_companion
+
+        companion = colour_companion(args.model)
+        lines.append("colour:       " + (f"colour images are restored by {companion}" if companion else
+                                         "colour images are restored in an opponent colour space, one plane at "
+                                         "a time (kuosan.diffusion.color)"))
     if (folder / STATE_FILE).is_file():
         import torch
 

@@ -156,7 +156,8 @@ def test_bad_restore_input_is_one_clear_line_and_exit_2(files, args, message, ca
     assert (root / "noisy.png").read_bytes() == before
 
 
-def test_a_colour_companion_restores_colour_images_and_the_gray_prior_gray_ones(tiny_rgb_model, monkeypatch):
+def test_a_colour_companion_restores_colour_images_and_the_gray_prior_gray_ones(tiny_rgb_model, monkeypatch,
+                                                                               capsys):
     from kuosan.tasks import restore
 
     rgb = astronaut(gray=False)[:32, :32].astype(np.uint8)
@@ -166,7 +167,11 @@ def test_a_colour_companion_restores_colour_images_and_the_gray_prior_gray_ones(
     assert np.array_equal(routed_rgb, kuosan.denoise(rgb, 20, model=tiny_rgb_model))
     gray_prior = kuosan.load("builtin:photo")
     assert np.array_equal(routed_gray, kuosan.denoise(gray, 20, model=gray_prior))
+    main(["info", "builtin:photo"])
+    assert f"colour images are restored by {tiny_rgb_model}" in capsys.readouterr().out
     # without an installed companion, colour images go through the gray prior (opponent colour space)
     monkeypatch.setattr(restore, "COLOUR_COMPANIONS", {"builtin:photo": "builtin:no-such-model"})
     assert np.array_equal(kuosan.denoise(rgb, 20), kuosan.denoise(rgb, 20, model=gray_prior))
     assert not np.array_equal(kuosan.denoise(rgb, 20), routed_rgb)
+    main(["info", "builtin:photo"])
+    assert "opponent colour space" in capsys.readouterr().out

@@ -368,23 +368,29 @@ class _Picture:
         return out
 
 
+def colour_companion(model) -> str | None:
+    """The installed colour prior that restores colour images in place of ``model`` (a reference), if any."""
+    from kuosan.checkpoint import resolve_model
+
+    companion = COLOUR_COMPANIONS.get(str(model))
+    if companion is None:
+        return None
+    try:
+        resolve_model(companion)
+    except KuosanError:
+        return None
+    return companion
+
+
 def load_prior(model, device="cpu", channels: int | None = None):
     """A model reference (``builtin:photo``, a run or checkpoint folder) or an already loaded denoiser. For
-    colour images (``channels`` 3) a reference with a colour companion that is installed (COLOUR_COMPANIONS)
-    loads the companion."""
+    colour images (``channels`` 3) a reference with an installed colour companion loads the companion."""
     if isinstance(model, torch.nn.Module):
         return model
-    from kuosan.checkpoint import load, resolve_model
+    from kuosan.checkpoint import load
 
-    ref = str(model)
-    companion = COLOUR_COMPANIONS.get(ref) if channels == 3 else None
-    if companion is not None:
-        try:
-            resolve_model(companion)
-            ref = companion
-        except KuosanError:
-            pass
-    return load(ref, device=device)
+    companion = colour_companion(model) if channels == 3 else None
+    return load(companion or model, device=device)
 
 
 def estimate_noise(image) -> float:
