@@ -77,12 +77,12 @@ def main() -> None:
 
     import kuosan
     from kuosan.data.photos import held_out_photos
-    from kuosan.tasks.restore import COLOUR_COMPANIONS, load_prior
+    from kuosan.tasks.restore import colour_companion, load_prior
 
     device = args.device
-    priors = {1: load_prior(args.model, device), 3: load_prior(args.colour_model or args.model, device, channels=3)}
-    routed = args.colour_model is None and priors[3].channels == 3 and priors[1].channels == 1
-    prior_names = {1: args.model, 3: COLOUR_COMPANIONS[args.model] if routed else args.colour_model or args.model}
+    colour_model = args.colour_model or colour_companion(args.model) or args.model   # as kuosan.denoise chooses
+    priors = {1: load_prior(args.model, device), 3: load_prior(colour_model, device)}
+    prior_names = {1: args.model, 3: colour_model}
     kinds = tuple((c, k) for c, k in ((1, "gray"), (3, "rgb")) if k in args.kinds.split(","))
     if args.no_bm3d:
         def bm3d_denoise(noisy, sigma, channels):
