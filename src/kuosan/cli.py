@@ -588,7 +588,8 @@ def cmd_info(args) -> None:
         f"[{cfg.denoiser.sigma_min}, {cfg.denoiser.sigma_max}] (model units)",
         f"data:         {cfg.data.source}, {cfg.data.size}×{cfg.data.size}, {cfg.data.channels} channel(s)",
         f"classes:      {', '.join(cfg.data.class_names) if cfg.data.class_names else 'none (unconditional)'}",
-        f"training:     {cfg.train.steps} steps × batch {cfg.train.batch}, lr {cfg.train.lr}",
+        f"training:     batch {cfg.train.batch}, lr {cfg.train.lr}, until {cfg.train.steps:,} steps"
+        + (f" or {cfg.train.max_minutes:g} minutes, whichever came first" if cfg.train.max_minutes else ""),
     ]
     if cfg.data.channels == 1:
         from kuosan.tasks.restore import colour_companion
