@@ -3,12 +3,13 @@
 # trainings share the GPU at once (the first prior's stage 1 ran at ~820 crops/s beside two other trainings,
 # ~2,500 in all, more than the 1,880 of one training alone at batch 96):
 #   photo      the gray prior, fine-tuned from builtin:photo's weights (the EMA starts from them);
-#   photo-rgb  a colour (3-channel) prior started from builtin:photo's weights (inflate_to_colour: at step 0
-#              it is the gray prior on the channel mean, chroma left noisy; on a 2-core CPU, 6 minutes
-#              (358 steps of 8 64² crops) from it reached 23.05 dB on astronaut at σ = 25, a random start
-#              22.88 in 354 steps: a small head start, and far too little training to judge a colour prior).
+#   photo-rgb  a colour (3-channel) prior: continued from builtin:photo-rgb once one ships, until then
+#              started from builtin:photo's weights (inflate_to_colour: at step 0 it is the gray prior on
+#              the channel mean, chroma left noisy; on a 2-core CPU, 6 minutes (358 steps of 8 64² crops)
+#              from it reached 23.05 dB on astronaut at σ = 25, a random start 22.88 in 354 steps: a small
+#              head start, and far too little training to judge a colour prior).
 # Then the denoising PSNR on the held-out photos: the shipped prior; the new gray one (colour through the
-# opponent transform, as shipped); the colour prior on the colour photos. BM3D is not installed there; its
+# opponent transform); the colour prior on the colour photos. BM3D is not installed there; its
 # numbers are in the model card, src/kuosan/models/photo/README.md.
 #
 #   bash scripts/device_photo_finetune.sh [MINUTES=6]
@@ -36,16 +37,21 @@ py=$(command -v python3 || command -v python)
 # up to 512² pixels (--area-cap): uncapped, retina (a fundus photo, 61 % of it flat: 9×9 std < 2 of 255) gave
 # a third of the shipped prior's crops and 45 % of the colour set's, the five natural colour photos only
 # 20 % and 29 %; capped, retina gets 7 % and 13 %.
-common=(--init builtin:photo --warmup 100 --batch "$batch" --workers 6 --minutes "$minutes" --device "$device"
+common=(--warmup 100 --batch "$batch" --workers 6 --minutes "$minutes" --device "$device"
         --area-cap 262144 --no-progress)
 train() {   # name, options...
     local name=$1
     shift
     "$py" scripts/train_builtin.py photo "$@" "${common[@]}" --out "$work/run-$name" > "$work/$name.log" 2>&1
 }
-train photo --channels 1 --lr 2e-4 &
+train photo --channels 1 --init builtin:photo --lr 2e-4 &
 gray=$!
-train photo-rgb --channels 3 --lr 5e-4 &
+# Once a colour prior ships (models/photo-rgb), each call continues it, as the gray one continues builtin:photo.
+if [ -f src/kuosan/models/photo-rgb/config.json ]; then
+    train photo-rgb --channels 3 --init builtin:photo-rgb --lr 2e-4 &
+else
+    train photo-rgb --channels 3 --init builtin:photo --lr 5e-4 &
+fi
 rgb=$!
 status=0
 wait $gray || status=1
