@@ -50,7 +50,7 @@ from kuosan.tasks.tiling import TiledDenoiser
 
 DEFAULT_PRIOR = "builtin:photo"
 # A gray prior named by reference, and the colour prior that restores colour images in its place when it is
-# there (the package ships it once one beats the gray prior in the opponent colour space; see prepare).
+# there (the package ships it once one beats the gray prior in the opponent colour space; see load_prior).
 COLOUR_COMPANIONS = {"builtin:photo": "builtin:photo-rgb"}
 
 
