@@ -81,7 +81,8 @@ def main() -> None:
 
     device = args.device
     colour_model = args.colour_model or colour_companion(args.model) or args.model   # as kuosan.denoise chooses
-    priors = {1: load_prior(args.model, device), 3: load_prior(colour_model, device)}
+    gray_prior = load_prior(args.model, device)
+    priors = {1: gray_prior, 3: gray_prior if colour_model == args.model else load_prior(colour_model, device)}
     prior_names = {1: args.model, 3: colour_model}
     kinds = tuple((c, k) for c, k in ((1, "gray"), (3, "rgb")) if k in args.kinds.split(","))
     if args.no_bm3d:
@@ -179,10 +180,10 @@ def super_resolution_table(priors, kinds, held_out_photos, device: str) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     cases = [(2, "bicubic", 0), (4, "bicubic", 0), (2, "box", 0), (4, "box", 0), (4, "bicubic", 10)]
     for channels, kind in kinds:
-        prior = priors[channels]
+        prior, photos = priors[channels], list(held_out_photos(channels).values())
         for scale, kernel, noise in cases:
             results = []
-            for image in held_out_photos(channels).values():
+            for image in photos:
                 clean = crop(image)
                 x = torch.from_numpy(clean)
                 x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
@@ -217,12 +218,12 @@ def deblurring_table(priors, kinds, held_out_photos, device: str) -> None:
           "kuosan deblur | s per image |")
     print("|---|---|---|---|---|---|---|---|")
     for channels, kind in kinds:
-        prior = priors[channels]
+        prior, photos = priors[channels], list(held_out_photos(channels).values())
         for std, noise in ((1.6, 2.55), (1.6, 7.65), (3.0, 2.55)):
             kernel = gaussian_kernel(std)
             r = kernel.shape[0]
             results = []
-            for image in held_out_photos(channels).values():
+            for image in photos:
                 clean = crop(image)
                 x = torch.from_numpy(clean)
                 x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
@@ -260,10 +261,10 @@ def inpainting_table(priors, kinds, held_out_photos, device: str) -> None:
           "(biharmonic / kuosan) |")
     print("|---|---|---|---|---|---|---|")
     for channels, kind in kinds:
-        prior = priors[channels]
+        prior, photos = priors[channels], list(held_out_photos(channels).values())
         for name, mask in inpainting_masks().items():
             results = []
-            for image in held_out_photos(channels).values():
+            for image in photos:
                 clean = crop(image)
                 holed = np.where(mask[..., None] if channels == 3 else mask, 0.0, clean)
                 ref, t_ref = timed(inpaint_biharmonic, holed, mask, channel_axis=-1 if channels == 3 else None)
