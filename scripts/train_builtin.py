@@ -33,13 +33,17 @@ DIGITS_NET = UNetConfig(channels=1, base_channels=48, channel_mult=(1, 2, 2), nu
 
 
 def photo_recipe(channels: int, minutes: float, batch: int, size: int, photos: str | None = None,
-                 area_cap: int | None = None):
+                 area_cap: int | None = None, gray_mix: bool = False, min_contrast: float = 1.0,
+                 min_scale: float = 0.5):
+    if gray_mix and channels != 1:
+        raise SystemExit("train_builtin.py: --gray-mix makes gray crops; use it with --channels 1")
     if photos:   # the same photos saved by `save-photos`, for machines without scikit-image's data
         with np.load(photos) as f:
             images = [f[k] for k in sorted(f.files)]
     else:
-        images = training_photos(channels)
-    dataset = RandomCrops(images, size=size, area_cap=area_cap)
+        images = training_photos(channels, keep_colour=gray_mix)
+    dataset = RandomCrops(images, size=size, area_cap=area_cap, gray_mix=gray_mix, min_contrast=min_contrast,
+                          min_scale=min_scale)
     config = RunConfig(
         net=preset("photo", channels=channels),
         data=DataConfig(source="photos: scikit-image + scikit-learn (kuosan.data.photos)", size=size,
@@ -125,6 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     photo.add_argument("--area-cap", type=int,
                        help="draw photos ∝ their area up to this many pixels (the shipped prior: no cap, so retina "
                             "gave a third of the gray crops and 45%% of the colour ones)")
+    photo.add_argument("--gray-mix", action="store_true",
+                       help="gray prior: colour photos rendered with random channel weights per crop, not luma")
+    photo.add_argument("--min-contrast", type=float, default=1.0,
+                       help="scale each crop's contrast by a gain drawn in [this, 1] (1: off)")
+    photo.add_argument("--min-scale", type=float, default=0.5, help="crops shrunk by a factor drawn in [this, 1]")
     for p in (photo, sub.add_parser("digits")):
         p.add_argument("--out", required=True)
         p.add_argument("--minutes", type=float, required=True)
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.what == "photo":
         config, dataset = photo_recipe(args.channels, args.minutes, args.batch, args.size, args.photos,
-                                       args.area_cap)
+                                       args.area_cap, args.gray_mix, args.min_contrast, args.min_scale)
     else:
         config, dataset = digits_recipe(args.minutes, args.batch)
     overrides = {"workers": args.workers, "lr": args.lr, "p_mean": args.p_mean, "p_std": args.p_std,

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
 from kuosan.data.photos import RandomCrops
+from kuosan.errors import KuosanError
 
 
 def _photos(channels: int) -> list[np.ndarray]:
@@ -37,3 +39,41 @@ def test_photos_are_drawn_in_proportion_to_their_area_up_to_the_cap():
         rng = np.random.default_rng(0)
         drawn_small = np.mean([float(crops.get(0, rng).image.mean()) == -1.0 for _ in range(2000)])
         assert abs(drawn_small - expected) < 0.03
+
+
+def test_gray_mix_renders_colour_photos_as_convex_mixes_of_their_channels():
+    colour = _photos(3)[0][:16, :16]
+    gray = _photos(1)[0][:16, :16]
+    crops = RandomCrops([colour, gray], size=16, gray_mix=True)
+    assert crops.channels == 1
+    x = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1
+    rng = np.random.default_rng(0)
+    mixed = 0
+    for _ in range(40):
+        crop = crops.get(0, rng).image
+        assert crop.shape == (1, 16, 16)
+        for k in range(8):      # undo the flip/rotation, then solve for the channel weights
+            view = torch.rot90(crop[0].flip(-1) if k >= 4 else crop[0], -(k % 4), (0, 1))
+            w = torch.linalg.lstsq(x.reshape(3, -1).T.double(), view.reshape(-1, 1).double()).solution[:, 0]
+            if torch.allclose(x.reshape(3, -1).T.double() @ w, view.reshape(-1).double(), atol=1e-5):
+                break
+        else:
+            continue     # the gray photo
+        assert (w >= -1e-6).all() and abs(float(w.sum()) - 1) < 1e-5
+        mixed += 1
+    assert 10 < mixed < 30      # each photo half the time, by area
+
+
+def test_min_contrast_scales_the_crop_about_its_mean_by_a_gain_in_range():
+    photo = _photos(1)[0][:16, :16]
+    plain = RandomCrops([photo], size=16)
+    faint = RandomCrops([photo], size=16, min_contrast=0.5)
+    gains = []
+    for seed in range(30):
+        a = plain.get(0, np.random.default_rng(seed)).image
+        b = faint.get(0, np.random.default_rng(seed)).image
+        assert torch.allclose(b.mean(), a.mean(), atol=1e-5)
+        gains.append(float((b - b.mean()).std() / (a - a.mean()).std()))
+    assert 0.5 <= min(gains) < 0.6 and 0.9 < max(gains) <= 1.0 + 1e-6
+    with pytest.raises(KuosanError, match="min_contrast"):
+        RandomCrops([photo], size=16, min_contrast=0)

@@ -36,3 +36,16 @@ def test_exact_on_pure_noise_and_near_zero_on_a_smooth_image():
 def test_too_small_an_image_is_a_clear_error():
     with pytest.raises(ValueError, match="too small"):
         estimate_noise_sigma(torch.zeros(8, 8))
+
+
+def test_sampled_patches_are_unfolds_patches_and_a_large_image_gives_the_same_estimate():
+    from kuosan.tasks.noise_level import _patches
+
+    x = torch.randn(3, 30, 41, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    all_cols, all_energy = _patches(x, 7)
+    positions = torch.tensor([0, 5, 34, 35, 200, all_cols.shape[0] - 1])
+    cols, energy = _patches(x, 7, positions)
+    assert torch.equal(cols, all_cols[positions]) and torch.equal(energy, all_energy[positions])
+    # Above max_patches only the drawn patches are gathered; the estimate is the one from all of them drawn alike.
+    noisy = torch.from_numpy(astronaut(True) + 20 * np.random.default_rng(0).standard_normal((256, 256)))
+    assert abs(estimate_noise_sigma(noisy, max_patches=20_000) / 20 - 1) < 0.10

@@ -53,13 +53,13 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(luma), 0, 255).astype(np.uint8)
 
 
-def training_photos(channels: int) -> list[np.ndarray]:
+def training_photos(channels: int, keep_colour: bool = False) -> list[np.ndarray]:
     """The training photos for a gray (1) or colour (3) prior. The gray prior also sees the colour photos
-    in gray."""
+    in gray (ITU-R 601 luma), or kept in colour with ``keep_colour``, for ``RandomCrops(gray_mix=True)``."""
     photos = [load_photo(n) for n in TRAIN_RGB]
     if channels == 3:
         return photos
-    return [to_gray(p) for p in photos] + [load_photo(n) for n in TRAIN_GRAY]
+    return [p if keep_colour else to_gray(p) for p in photos] + [load_photo(n) for n in TRAIN_GRAY]
 
 
 def held_out_photos(channels: int) -> dict[str, np.ndarray]:
@@ -79,20 +79,31 @@ class RandomCrops:
     [min_scale, 1] (downscaling with antialiasing shows the net more structure per pixel and averages away the
     source's own noise and JPEG blocks), a position, and one of the 8 flips/rotations. ``length`` is the
     nominal epoch length.
+
+    Two augmentations widen a set of a few photos (off by default): ``gray_mix`` makes 1-channel crops, each
+    colour photo rendered to gray with random channel weights (uniform on the simplex: the red plane of one
+    crop, a luma-like mix of the next), so each colour photo gives many gray ones; ``min_contrast`` < 1 scales
+    each crop's deviation from its mean by a gain drawn uniformly in [min_contrast, 1] (faint textures at a
+    given noise level, which a few high-contrast photos rarely show).
     """
 
     def __init__(self, photos: list[np.ndarray], size: int, min_scale: float = 0.5, length: int = 8192,
-                 area_cap: int | None = None):
+                 area_cap: int | None = None, gray_mix: bool = False, min_contrast: float = 1.0):
         if not photos:
             raise KuosanError("no photos to crop from")
+        if not 0 < min_contrast <= 1:
+            raise KuosanError(f"min_contrast must be in (0, 1], got {min_contrast}")
         self.images = []
         for p in photos:
             t = torch.from_numpy(np.array(p, dtype=np.uint8)).float() / 127.5 - 1
             self.images.append(t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous())
         channels = {t.shape[0] for t in self.images}
-        if len(channels) != 1:
-            raise KuosanError("photos must be all gray or all colour")
+        if gray_mix:
+            channels = {1}
+        elif len(channels) != 1:
+            raise KuosanError("photos must be all gray or all colour (or gray_mix=True for gray crops of both)")
         self.channels = channels.pop()
+        self.gray_mix, self.min_contrast = gray_mix, min_contrast
         self.size, self.min_scale, self.length = size, min_scale, length
         areas = np.array([t.shape[1] * t.shape[2] for t in self.images], dtype=np.float64)
         if area_cap is not None:
@@ -119,4 +130,11 @@ class RandomCrops:
         crop = torch.rot90(crop, k % 4, dims=(1, 2))
         if k >= 4:
             crop = crop.flip(-1)
+        if self.gray_mix and crop.shape[0] == 3:
+            weights = torch.from_numpy(rng.dirichlet(np.ones(3))).float()
+            crop = torch.einsum("c,chw->hw", weights, crop)[None]
+        if self.min_contrast < 1:
+            gain = rng.uniform(self.min_contrast, 1.0)
+            mean = crop.mean()
+            crop = mean + gain * (crop - mean)
         return Example(crop.contiguous(), -1)

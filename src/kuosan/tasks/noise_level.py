@@ -18,14 +18,25 @@ import torch
 from torch import Tensor
 
 
-def _patches(x: Tensor, patch: int) -> tuple[Tensor, Tensor]:
-    """All patch vectors [N, C·patch²] of x [C, H, W], and each patch's gradient energy [N]."""
-    cols = torch.nn.functional.unfold(x[None], patch)[0].T
+def _energy(x: Tensor, patch: int) -> Tensor:
+    """Each patch position's gradient energy, [H-patch+1, W-patch+1], for x [C, H, W]."""
     dh = (x[:, :, 1:] - x[:, :, :-1])[:, :-1, :] ** 2
     dv = (x[:, 1:, :] - x[:, :-1, :])[:, :, :-1] ** 2
     grad = (dh + dv).sum(0, keepdim=True)[None]                       # [1, 1, H-1, W-1]
-    energy = torch.nn.functional.avg_pool2d(grad, patch - 1, stride=1).flatten()
-    return cols, energy[: cols.shape[0]] if energy.numel() >= cols.shape[0] else energy
+    return torch.nn.functional.avg_pool2d(grad, patch - 1, stride=1)[0, 0]
+
+
+def _patches(x: Tensor, patch: int, positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Patch vectors [N, C·patch²] of x [C, H, W] (ordered as ``unfold``'s) and their gradient energy [N]: all
+    of them, or those at flat ``positions`` (row-major over the patch grid). Only the chosen patches are
+    gathered, so a 12-megapixel photo costs the memory of ``positions``, not 147 values per pixel."""
+    energy = _energy(x, patch)
+    grid_w = energy.shape[1]
+    if positions is None:
+        return torch.nn.functional.unfold(x[None], patch)[0].T, energy.flatten()
+    top, left = positions // grid_w, positions % grid_w
+    cols = torch.stack([x[:, top + dy, left + dx] for dy in range(patch) for dx in range(patch)], dim=1)
+    return cols.reshape(x.shape[0] * patch * patch, -1).T, energy.flatten()[positions]
 
 
 _NOISE_QUANTILE: dict[tuple[int, int], float] = {}
@@ -63,11 +74,11 @@ def estimate_noise_sigma(image: Tensor, patch: int = 7, max_patches: int = 200_0
     c, h, w = x.shape
     if h < 2 * patch or w < 2 * patch:
         raise ValueError(f"image {h}×{w} is too small to estimate its noise (needs ≥ {2 * patch} pixels a side)")
-    cols, energy = _patches(x, patch)
-    if cols.shape[0] > max_patches:
-        g = torch.Generator().manual_seed(seed)
-        keep = torch.randperm(cols.shape[0], generator=g)[:max_patches]
-        cols, energy = cols[keep], energy[keep]
+    count = (h - patch + 1) * (w - patch + 1)
+    keep = None
+    if count > max_patches:
+        keep = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_patches]
+    cols, energy = _patches(x, patch, keep)
     sigma = _chen_sigma(cols)
     limit = _unit_noise_energy_quantile(c, patch)
     for _ in range(rounds):
