@@ -193,11 +193,29 @@ def read_config(folder: Path) -> RunConfig:
     return RunConfig.from_dict(data, where=str(path))
 
 
-def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> EDMDenoiser:
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether bfloat16 convolutions are fast on ``device``: a CPU whose oneDNN build has native bf16 (AMX or
+    AVX-512 BF16, e.g. Intel Sapphire Rapids and later). Elsewhere on a CPU bf16 is emulated and slower."""
+    if torch.device(device).type != "cpu":
+        return False
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):     # a build without the query
+        return False
+
+
+def load(ref: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32") -> EDMDenoiser:
     """Load a model reference as a ready denoiser (EMA weights, eval mode, no gradients).
 
-    The returned module also carries ``.config`` (its ``RunConfig``) and ``.source`` (the folder).
+    ``precision``: ``fp32``; ``bf16`` (the network under bfloat16 autocast, the EDM scalings and skip path in
+    float32); ``auto`` (bf16 on a CPU with native bf16, see ``native_bf16``, else fp32). The returned module also
+    carries ``.config`` (its ``RunConfig``) and ``.source`` (the folder).
     """
+    if precision not in PRECISIONS:
+        raise KuosanError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     folder = resolve_model(ref)
     config = read_config(folder)
     denoiser = build_denoiser(config)
@@ -216,6 +234,8 @@ def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> EDMDenoi
         # oneDNN's channels-last convolutions: the photo prior runs 1.24× (one 256² plane) to 1.4× (three)
         # faster on a 2-core CPU, the same results to float rounding. Saving copies weights contiguous.
         denoiser = denoiser.to(memory_format=torch.channels_last)
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        denoiser.autocast_dtype = torch.bfloat16
     return denoiser
 
 

@@ -257,6 +257,9 @@ def _restore_options(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (sampling modes)")
     p.add_argument("--tile", type=int, default=256, help="tile size in pixels (bounds memory); 0 = no tiling")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the network's arithmetic: auto = bf16 on CPUs with native bf16 (AMX / AVX-512 BF16: "
+                        "~3× faster, ~0.01 dB), else fp32")
 
 
 def _restore_io(args):
@@ -322,7 +325,8 @@ def cmd_denoise(args) -> None:
     image, dst = _restore_io(args)
     sigma = _noise_level(args.sigma, "--sigma", image, estimate_noise)
     out = denoise(image, sigma, model=args.model, mode=args.mode, steps=args.steps, seed=args.seed,
-                  ensemble=args.ensemble, tile=args.tile, device=resolve_device(args.device), progress=True)
+                  ensemble=args.ensemble, tile=args.tile, device=resolve_device(args.device),
+                  precision=args.precision, progress=True)
     _save_result(out, dst)
     if args.compare:
         _panel([image, out], args.compare)
@@ -338,7 +342,8 @@ def cmd_upscale(args) -> None:
     image, dst = _restore_io(args)
     noise = _noise_level(args.noise, "--noise", image, estimate_noise)
     out = upscale(image, args.scale, model=args.model, mode=args.mode, steps=args.steps, kernel=args.kernel,
-                  noise=noise, seed=args.seed, tile=args.tile, device=resolve_device(args.device), progress=True)
+                  noise=noise, seed=args.seed, tile=args.tile, device=resolve_device(args.device),
+                  precision=args.precision, progress=True)
     _save_result(out, dst)
     if args.compare:
         _panel([image.resize(out.size, Image.BICUBIC), out], args.compare)
@@ -358,7 +363,7 @@ def cmd_deblur(args) -> None:
         blur = np.asarray(open_image(args.kernel).convert("F"), dtype=np.float64)
     noise = _noise_level(args.noise, "--noise", image, estimate_noise)
     out = deblur(image, blur, model=args.model, steps=args.steps, noise=noise, tile=args.tile,
-                 device=resolve_device(args.device), progress=True)
+                 device=resolve_device(args.device), precision=args.precision, progress=True)
     _save_result(out, dst)
     if args.compare:
         _panel([image, out], args.compare)
@@ -378,7 +383,8 @@ def cmd_inpaint(args) -> None:
     if Path(args.output).resolve() == Path(args.mask).resolve():
         raise KuosanError(f"{args.output}: the output would overwrite the mask; choose another file name")
     out = inpaint(image, mask, model=args.model, mode=args.mode, steps=args.steps, resample=args.resample,
-                  seed=args.seed, tile=args.tile, device=resolve_device(args.device), progress=True)
+                  seed=args.seed, tile=args.tile, device=resolve_device(args.device),
+                  precision=args.precision, progress=True)
     _save_result(out, dst)
     if args.compare:
         from PIL import Image

@@ -103,3 +103,18 @@ def test_vp_adapter_can_quantize_to_integer_timesteps():
     adapter = VPEpsDenoiser(nn.Identity(), ddpm_alphas_cumprod(1000), channels=1, quantize=True)
     t = adapter.sigma_to_t(adapter.t_to_sigma(torch.tensor([3.4, 3.6])))
     torch.testing.assert_close(t, torch.tensor([3.0, 4.0]))
+
+
+def test_bf16_autocast_runs_only_the_network_so_its_rounding_is_scaled_by_c_out():
+    torch.manual_seed(0)
+    net = ConvNet()
+    fp32, bf16 = EDMDenoiser(net), EDMDenoiser(net)
+    bf16.autocast_dtype = torch.bfloat16
+    x = torch.randn(4, 1, 8, 8)
+    for sigma in (1e-3, 0.2, 5.0):
+        a, b = fp32(x, sigma), bf16(x, sigma)
+        assert b.dtype == torch.float32
+        c_out = float(edm_scalings(torch.tensor(sigma), 0.5)[1])
+        f = (a - float(edm_scalings(torch.tensor(sigma), 0.5)[0]) * x) / c_out     # the network's output
+        err = (b - a).abs().max().item()
+        assert 0 < err <= c_out * 2**-7 * (f.abs().max().item() + 1)      # bf16 keeps 8 significant bits

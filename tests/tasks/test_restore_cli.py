@@ -165,7 +165,7 @@ def test_a_colour_companion_restores_colour_images_and_the_gray_prior_gray_ones(
     monkeypatch.setattr(restore, "COLOUR_COMPANIONS", {"builtin:photo": str(tiny_rgb_model)})
     routed_rgb, routed_gray = kuosan.denoise(rgb, 20), kuosan.denoise(gray, 20)
     assert np.array_equal(routed_rgb, kuosan.denoise(rgb, 20, model=tiny_rgb_model))
-    gray_prior = kuosan.load("builtin:photo")
+    gray_prior = kuosan.load("builtin:photo", precision="auto")     # as restoration loads it
     assert np.array_equal(routed_gray, kuosan.denoise(gray, 20, model=gray_prior))
     main(["info", "builtin:photo"])
     assert f"colour images are restored by {tiny_rgb_model}" in capsys.readouterr().out

@@ -55,8 +55,12 @@ class EDMDenoiser(nn.Module):
     """D(x; σ) = c_skip·x + c_out·F(c_in·x; c_noise, class_labels) around a raw network F.
 
     ``net(x, c_noise, class_labels=None)`` must keep x's shape. ``class_labels`` of −1 means "no label"
-    (the null class used by classifier-free guidance).
+    (the null class used by classifier-free guidance). ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs F alone
+    under autocast; the scalings and the skip path stay in x's dtype, so F's rounding enters D scaled by
+    c_out(σ) ≤ σ.
     """
+
+    autocast_dtype: torch.dtype | None = None
 
     def __init__(self, net: nn.Module, sigma_data: float = 0.5, sigma_min: float = 0.002,
                  sigma_max: float = 80.0, channels: int | None = None):
@@ -70,7 +74,11 @@ class EDMDenoiser(nn.Module):
     def forward(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
         sigma = as_sigma_batch(sigma, x)
         c_skip, c_out, c_in, c_noise = (c.reshape(-1, 1, 1, 1) for c in edm_scalings(sigma, self.sigma_data))
-        f = self.net(x * c_in, c_noise.flatten(), class_labels=class_labels)
+        if self.autocast_dtype is None:
+            f = self.net(x * c_in, c_noise.flatten(), class_labels=class_labels)
+        else:
+            with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+                f = self.net(x * c_in, c_noise.flatten(), class_labels=class_labels)
         return c_skip * x + c_out * f.to(x.dtype)
 
 

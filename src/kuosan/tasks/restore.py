@@ -382,15 +382,17 @@ def colour_companion(model) -> str | None:
     return companion
 
 
-def load_prior(model, device="cpu", channels: int | None = None):
-    """A model reference (``builtin:photo``, a run or checkpoint folder) or an already loaded denoiser. For
-    colour images (``channels`` 3) a reference with an installed colour companion loads the companion."""
+def load_prior(model, device="cpu", channels: int | None = None, precision: str = "auto"):
+    """A model reference (``builtin:photo``, a run or checkpoint folder) or an already loaded denoiser (used as
+    it is). For colour images (``channels`` 3) a reference with an installed colour companion loads the
+    companion. ``precision`` as in ``kuosan.load``; ``auto`` (bf16 on CPUs with native bf16) by default: the
+    photo prior runs ~3× faster for ~0.002 RMS change in [-1, 1] units at σ = 25 (see the model card)."""
     if isinstance(model, torch.nn.Module):
         return model
     from kuosan.checkpoint import load
 
     companion = colour_companion(model) if channels == 3 else None
-    return load(companion or model, device=device)
+    return load(companion or model, device=device, precision=precision)
 
 
 def estimate_noise(image) -> float:
@@ -400,7 +402,8 @@ def estimate_noise(image) -> float:
 
 
 def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int = 10,
-            seed: int = 0, ensemble: int = 1, tile: int = 256, device: str = "cpu", progress: bool = False):
+            seed: int = 0, ensemble: int = 1, tile: int = 256, device: str = "cpu", precision: str = "auto",
+            progress: bool = False):
     """Denoise a PIL image or array (gray, RGB, RGBA; alpha kept). ``sigma`` in 0–255 pixel units, or None
     to estimate it (``estimate_noise``). Returns the same kind of image."""
     picture = _Picture(image)
@@ -410,7 +413,7 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
         if not sigma >= 0:
             raise KuosanError(f"sigma must be ≥ 0, got {sigma}")
         sigma_model = pixel_to_model_sigma(sigma)
-    d = prepare(load_prior(model, device, picture.channels), picture.channels, tile,
+    d = prepare(load_prior(model, device, picture.channels, precision), picture.channels, tile,
                 progress=progress and mode == "mmse")
     out = denoise_tensor(d, picture.tensor.to(device), sigma_model, mode=mode, steps=steps, seed=seed,
                          ensemble=ensemble, progress=progress)
@@ -419,7 +422,7 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
 
 def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int | None = None,
             kernel: str = "bicubic", noise: float | None = 0.0, seed: int = 0, tile: int = 256,
-            device: str = "cpu", progress: bool = False):
+            device: str = "cpu", precision: str = "auto", progress: bool = False):
     """Enlarge a PIL image or array ``scale``× (2 or 4; any integer ≥ 2 works). ``kernel``: how the image was
     shrunk (``bicubic``: antialiased, as Pillow/MATLAB/most software; ``box``: block averages). ``noise``: σ
     of the input's noise in 0–255 units (None: estimate it). Alpha is resized bicubic."""
@@ -428,7 +431,7 @@ def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", s
     scale = int(scale)
     picture = _Picture(image)
     noise_model = _input_noise(picture, noise)
-    d = prepare(load_prior(model, device, picture.channels), picture.channels, tile)
+    d = prepare(load_prior(model, device, picture.channels, precision), picture.channels, tile)
     out = upscale_tensor(d, picture.tensor.to(device), scale, mode=mode, steps=steps, seed=seed, kernel=kernel,
                          noise_sigma=noise_model, progress=progress)
     alpha = None
@@ -449,7 +452,7 @@ def _input_noise(picture, noise: float | None) -> float:
 
 
 def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int = 20, noise: float | None = 0.0,
-           tile: int = 256, device: str = "cpu", progress: bool = False):
+           tile: int = 256, device: str = "cpu", precision: str = "auto", progress: bool = False):
     """Undo a known blur: ``blur`` is the std in pixels of a Gaussian blur, or a kernel (2-D array, odd
     sides; normalised). ``noise``: σ of the input's noise in 0–255 units (None: estimate it). Alpha is kept."""
     picture = _Picture(image)
@@ -460,7 +463,7 @@ def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int
     else:
         kernel = torch.as_tensor(blur, dtype=torch.float64)
     noise_model = _input_noise(picture, noise)
-    d = prepare(load_prior(model, device, picture.channels), picture.channels, tile)
+    d = prepare(load_prior(model, device, picture.channels, precision), picture.channels, tile)
     out = deblur_tensor(d, picture.tensor.to(device), kernel, steps=steps, noise_sigma=noise_model,
                         progress=progress)
     return picture.give_back(out)
@@ -478,7 +481,8 @@ def pixels_to_fill(mask):
 
 
 def inpaint(image, mask, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int | None = None,
-            resample: int = 3, seed: int = 0, tile: int = 256, device: str = "cpu", progress: bool = False):
+            resample: int = 3, seed: int = 0, tile: int = 256, device: str = "cpu", precision: str = "auto",
+            progress: bool = False):
     """Fill the pixels where ``mask`` is white (> 50 %); the others are kept exactly. ``mode``: ``mmse``
     (best PSNR, smooth in large holes) or ``sample`` (a posterior sample; see ``inpaint_tensor``)."""
     picture = _Picture(image)
@@ -489,7 +493,7 @@ def inpaint(image, mask, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int 
     fill = torch.from_numpy(holes)
     if not fill.any():
         return picture.give_back(picture.tensor)
-    d = prepare(load_prior(model, device, picture.channels), picture.channels, tile)
+    d = prepare(load_prior(model, device, picture.channels, precision), picture.channels, tile)
     out = inpaint_tensor(d, picture.tensor.to(device), fill.to(device), mode=mode, steps=steps, resample=resample,
                          seed=seed, progress=progress)
     return picture.give_back(out)

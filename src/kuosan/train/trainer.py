@@ -1,5 +1,5 @@
-"""Training loop: AdamW, LR warm-up, EMA, gradient clipping, bf16 autocast on CUDA, progress, logs,
-sample grids and checkpoints.
+"""Training loop: AdamW, LR warm-up, EMA, gradient clipping, bf16 autocast on CUDA and on CPUs with native bf16
+(there with channels-last weights: ~3× the fp32 speed), progress, logs, sample grids and checkpoints.
 
 Data order is a pure function of (seed, position in the stream): position k draws image
 perm(seed, epoch=k // N)[k % N] with its own augmentation RNG, so a run is reproducible and a resumed run
@@ -28,6 +28,7 @@ from kuosan.checkpoint import (
     checkpoint_folders,
     clean_partial,
     latest_resumable,
+    native_bf16,
     prune_checkpoints,
     read_resume_point,
     save_checkpoint,
@@ -258,6 +259,14 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
     if init is not None:
         denoiser.load_state_dict(init)
     denoiser = denoiser.to(dev)
+    # bf16 autocast where it is fast: CUDA, and CPUs with native bf16 (AMX / AVX-512 BF16), where oneDNN's
+    # channels-last bf16 convolutions train the photo preset ~3× faster than fp32 (contiguous fp32 elsewhere).
+    # --deterministic keeps fp32 on a CPU, where bf16 rounding would make the weights depend on how the batch
+    # is split over processes.
+    use_bf16 = dev.type == "cuda" or (native_bf16(dev) and not tc.deterministic)
+    channels_last = dev.type == "cpu" and use_bf16
+    if channels_last:
+        denoiser = denoiser.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=tc.lr, betas=(0.9, 0.999),
                                   weight_decay=tc.weight_decay)
@@ -298,8 +307,7 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
     stream = DataStream(dataset, tc.seed, config.data.hflip)
     loader = torch.utils.data.DataLoader(stream, batch_sampler=_StepBatches(start_step, tc.steps, tc.batch, share),
                                          num_workers=tc.workers, persistent_workers=False)
-    use_bf16 = dev.type == "cuda"
-    if use_bf16 and not tc.deterministic:
+    if dev.type == "cuda" and not tc.deterministic:
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick the fastest kernels
     log_path = out / "metrics.jsonl"
     if dist.main:
@@ -321,6 +329,8 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
     with open(log_path, "a") if dist.main else contextlib.nullcontext() as log:
         for step, (images, labels, failed) in enumerate(loader, start=start_step + 1):
             images = images.to(dev, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             undecodable.update(int(i) for i in failed if i >= 0)
             # σ, noise and label dropout are drawn for the whole global batch, then sliced: every rank keeps
             # the same generators, and the job computes what one process with the same batch would.
