@@ -1,17 +1,17 @@
 """Restoration benchmark on the photos held out from ``builtin:photo``'s training (kuosan.data.photos).
 
-Denoising: centre 256×256 crops, white Gaussian noise (σ = 15, 25, 50 in 0–255 units, seed 0, not clipped),
-gray and RGB. PSNR / SSIM / seconds per image of kuosan (MMSE, given σ), kuosan with σ estimated
-(``--sigma auto``), kuosan with a 4-fold self-ensemble, and BM3D (``bm3d.bm3d`` / ``bm3d.bm3d_rgb`` given the
+Denoising: centre 256×256 crops, white Gaussian noise (σ = 15, 25, 50 in 0–255 units, seed 0, not clipped), gray
+and RGB. PSNR / SSIM / seconds per image of kuosan (MMSE, given σ), kuosan with σ estimated (``--sigma auto``),
+kuosan averaged over ``--ensemble`` (8) flips/rotations, and BM3D (``bm3d.bm3d`` / ``bm3d.bm3d_rgb`` given the
 true σ), all in this one run on this machine. Super-resolution ×2 and ×4: the low-resolution input is the crop
-shrunk with antialiased bicubic (Pillow's, ``BicubicDownsample``) or box averaging, and (×4 bicubic) the same
-with white noise σ = 10 added; kuosan ``upscale`` (mmse, told the kernel; noise given or ``auto``) vs bicubic
+shrunk with antialiased bicubic (Pillow's, ``BicubicDownsample``) or box averaging, and (×4 bicubic) the same with
+white noise σ = 10 added; kuosan ``upscale`` (mmse, told the kernel; noise given or ``auto``) vs bicubic
 interpolation (PSNR). Deblurring: the crop blurred with a Gaussian (std 1.6 or 3 px; reflected edges, not
 periodic) plus white noise σ = 2.55 or 7.65; kuosan ``deblur`` (told the blur and σ) vs scikit-image's
-unsupervised Wiener–Hunt deconvolution and Richardson–Lucy (30 iterations), PSNR. Inpainting: pixels
-removed from the crop by four masks (50 % and 80 % of the pixels at random, seed 0; 4-pixel lines every 24
-rows; a 32×32 hole in the middle); kuosan ``inpaint`` (mmse) vs scikit-image's biharmonic inpainting, PSNR
-over the whole crop (known pixels are kept by both).
+unsupervised Wiener–Hunt deconvolution and Richardson–Lucy (30 iterations), PSNR. Inpainting: pixels removed from
+the crop by four masks (50 % and 80 % of the pixels at random, seed 0; 4-pixel lines every 24 rows; a 32×32 hole
+in the middle); kuosan ``inpaint`` (mmse) vs scikit-image's biharmonic inpainting, PSNR over the whole crop (known
+pixels are kept by both).
 
     pip install -e .[bench]        # bm3d, scikit-image, scikit-learn
     python benchmarks/restore.py [--quick | --denoise-only | --sr-only | --deblur-only | --inpaint-only]
@@ -68,6 +68,10 @@ def main() -> None:
                         help="the prior for colour images (default: --model's colour companion if installed, as "
                              "kuosan does, else --model through the opponent colour transform)")
     parser.add_argument("--kinds", default="gray,rgb", help="which rows: gray, rgb or both")
+    parser.add_argument("--ensemble", type=int, default=8, choices=range(2, 9), metavar="2..8",
+                        help="flips/rotations averaged in the self-ensemble column")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="kuosan's arithmetic, as the restore commands' --precision")
     parser.add_argument("--device", default="cpu", help="where kuosan runs (cpu, cuda); the times are that device's")
     parser.add_argument("--no-bm3d", action="store_true",
                         help="skip BM3D (its columns read nan): to compare priors where bm3d is not installed")
@@ -81,8 +85,9 @@ def main() -> None:
 
     device = args.device
     colour_model = args.colour_model or colour_companion(args.model) or args.model   # as kuosan.denoise chooses
-    gray_prior = load_prior(args.model, device)
-    priors = {1: gray_prior, 3: gray_prior if colour_model == args.model else load_prior(colour_model, device)}
+    gray_prior = load_prior(args.model, device, precision=args.precision)
+    priors = {1: gray_prior, 3: gray_prior if colour_model == args.model
+              else load_prior(colour_model, device, precision=args.precision)}
     prior_names = {1: args.model, 3: colour_model}
     kinds = tuple((c, k) for c, k in ((1, "gray"), (3, "rgb")) if k in args.kinds.split(","))
     if args.no_bm3d:
@@ -112,7 +117,8 @@ def main() -> None:
                 ours, t_ours = timed(kuosan.denoise, noisy32, sigma, model=prior, device=device)
                 auto, t_auto = timed(kuosan.denoise, noisy32, None, model=prior, device=device)
                 est = kuosan.estimate_noise(noisy32)
-                ens, t_ens = timed(kuosan.denoise, noisy32, sigma, model=prior, ensemble=4, device=device)
+                ens, t_ens = timed(kuosan.denoise, noisy32, sigma, model=prior, ensemble=args.ensemble,
+                                      device=device)
                 ref, t_ref = timed(bm3d_denoise, noisy, sigma / 255, channels)
                 rows.append(dict(kind=kind, sigma=sigma, name=name, est=est,
                                  noisy=psnr(noisy, clean),
@@ -123,13 +129,13 @@ def main() -> None:
                 r = rows[-1]
                 print(f"{kind:4s} σ={sigma:2d} {name:17s} est σ {est:5.1f}  noisy {r['noisy']:5.2f}  "
                       f"kuosan {r['ours'][0]:5.2f}/{r['ours'][1]:.3f} {t_ours:4.1f}s  "
-                      f"auto {r['auto'][0]:5.2f}  ens4 {r['ens'][0]:5.2f} {t_ens:4.1f}s  "
+                      f"auto {r['auto'][0]:5.2f}  ens{args.ensemble} {r['ens'][0]:5.2f} {t_ens:4.1f}s  "
                       f"BM3D {r['bm3d'][0]:5.2f}/{r['bm3d'][1]:.3f} {t_ref:4.1f}s", flush=True)
                 if kind == "rgb" and sigma == 25 and panel is None:
                     panel = [np.clip(noisy, 0, 1), np.clip(ref, 0, 1), np.clip(ours, 0, 1), clean]
 
     if sigmas:
-        denoising_table(rows, sigmas)
+        denoising_table(rows, sigmas, args.ensemble)
     if panel is not None and args.panel:
         from PIL import Image
 
@@ -144,9 +150,9 @@ def main() -> None:
         inpainting_table(priors, kinds, held_out_photos, device)
 
 
-def denoising_table(rows, sigmas) -> None:
+def denoising_table(rows, sigmas, ensemble: int) -> None:
     print("\nDenoising, mean over held-out photos (PSNR dB / SSIM / s per 256² image):")
-    print("| kind | σ | noisy | BM3D (true σ) | kuosan mmse (true σ) | kuosan σ auto | kuosan ensemble×4 | "
+    print(f"| kind | σ | noisy | BM3D (true σ) | kuosan mmse (true σ) | kuosan σ auto | kuosan ensemble×{ensemble} | "
           "kuosan − BM3D |")
     print("|---|---|---|---|---|---|---|---|")
     for kind in ("gray", "rgb"):
