@@ -259,7 +259,7 @@ def _restore_options(p) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="the network's arithmetic: auto = bf16 on CPUs with native bf16 (AMX / AVX-512 BF16: "
-                        "~3× faster, ~0.01 dB), else fp32")
+                        "~3× faster, PSNR within 0.01 dB), else fp32")
 
 
 def _restore_io(args):

@@ -386,7 +386,7 @@ def load_prior(model, device="cpu", channels: int | None = None, precision: str 
     """A model reference (``builtin:photo``, a run or checkpoint folder) or an already loaded denoiser (used as
     it is). For colour images (``channels`` 3) a reference with an installed colour companion loads the
     companion. ``precision`` as in ``kuosan.load``; ``auto`` (bf16 on CPUs with native bf16) by default: the
-    photo prior runs ~3× faster for ~0.002 RMS change in [-1, 1] units at σ = 25 (see the model card)."""
+    photo prior runs ~3× faster for a 0.001 RMS change in [-1, 1] units at σ = 15–50 (see the README)."""
     if isinstance(model, torch.nn.Module):
         return model
     from kuosan.checkpoint import load
