@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: if RUN has checkpoints, continue from the newest complete one (same settings "
                    "required; --steps and --minutes may grow); never: refuse a RUN that has checkpoints")
     p.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms only: bitwise-repeatable runs and resumes (may be slower)")
+                   help="deterministic algorithms only, and float32 on a CPU: bitwise-repeatable runs and resumes "
+                        "(may be slower)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     from kuosan import samplers
