@@ -2,10 +2,10 @@
 
 The test photo is the astronaut crop that ships with kuosan (kuosan/data/builtin/astronaut.png), mirrored
 out to 4000×3000 (reflected copies keep the photo's own pixel statistics, where enlarging would smooth it) and
-given white Gaussian noise (σ = 25 in 0–255 units, seed 0),
-gray and RGB. Each case runs the command line (``kuosan denoise IN OUT``, the noise level estimated) in a
-fresh process, which reports its own peak resident memory (``getrusage``: everything, Python and torch
-included) and wall time. PSNR is against the enlarged clean photo. ``--bm3d`` adds BM3D on the same gray
+given white Gaussian noise (σ = 25 in 0–255 units, seed 0), gray and RGB. Each case runs the command line
+(``kuosan denoise IN OUT``, the noise level estimated) in a fresh process, which reports its own peak resident
+memory (``getrusage``: everything, Python and torch included) and wall time. PSNR is against the mirrored clean
+photo. ``--bm3d`` adds BM3D on the same gray
 photo (given the true σ; slow: minutes per megapixel on 2 cores).
 
     python benchmarks/large_photo.py [--size 4000x3000] [--kinds gray,rgb] [--threads N] [--bm3d]
@@ -34,10 +34,10 @@ def make_photo(folder: Path, size: tuple[int, int], kind: str) -> tuple[Path, Pa
         small = Image.open(f).convert("L" if kind == "gray" else "RGB")
     photo = np.asarray(small, dtype=np.float64)
     width, height = size
-    reps = (-(-height // photo.shape[0]), -(-width // photo.shape[1]))
     tile = np.concatenate([photo, photo[:, ::-1]], axis=1)
     tile = np.concatenate([tile, tile[::-1]], axis=0)       # 2×2 mirrored block: seamless when repeated
-    clean = np.tile(tile, (-(-reps[0] // 2), -(-reps[1] // 2)) + (1,) * (photo.ndim - 2))[:height, :width]
+    reps = (-(-height // tile.shape[0]), -(-width // tile.shape[1])) + (1,) * (photo.ndim - 2)
+    clean = np.tile(tile, reps)[:height, :width]
     noisy = clean + SIGMA * np.random.default_rng(0).standard_normal(clean.shape)
     clean_path, noisy_path = folder / f"clean-{kind}.png", folder / f"noisy-{kind}.png"
     Image.fromarray(clean.astype(np.uint8)).save(clean_path)

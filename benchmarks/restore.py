@@ -27,6 +27,8 @@ import time
 import numpy as np
 import torch
 
+from kuosan.checkpoint import PRECISIONS
+
 
 def crop(image: np.ndarray, size: int = 256) -> np.ndarray:
     h, w = image.shape[:2]
@@ -70,7 +72,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="gray,rgb", help="which rows: gray, rgb or both")
     parser.add_argument("--ensemble", type=int, default=8, choices=range(2, 9), metavar="2..8",
                         help="flips/rotations averaged in the self-ensemble column")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="kuosan's arithmetic, as the restore commands' --precision")
     parser.add_argument("--device", default="cpu", help="where kuosan runs (cpu, cuda); the times are that device's")
     parser.add_argument("--no-bm3d", action="store_true",
