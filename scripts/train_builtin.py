@@ -34,7 +34,7 @@ DIGITS_NET = UNetConfig(channels=1, base_channels=48, channel_mult=(1, 2, 2), nu
 
 def photo_recipe(channels: int, minutes: float, batch: int, size: int, photos: str | None = None,
                  area_cap: int | None = None, gray_mix: bool = False, min_contrast: float = 1.0,
-                 min_scale: float = 0.5):
+                 min_scale: float = 0.5, chroma_mix: float = 0.0):
     if gray_mix and channels != 1:
         raise SystemExit("train_builtin.py: --gray-mix makes gray crops; use it with --channels 1")
     if photos:   # the same photos saved by `save-photos`, for machines without scikit-image's data
@@ -43,7 +43,7 @@ def photo_recipe(channels: int, minutes: float, batch: int, size: int, photos: s
     else:
         images = training_photos(channels, keep_colour=gray_mix)
     dataset = RandomCrops(images, size=size, area_cap=area_cap, gray_mix=gray_mix, min_contrast=min_contrast,
-                          min_scale=min_scale)
+                          min_scale=min_scale, chroma_mix=chroma_mix)
     config = RunConfig(
         net=preset("photo", channels=channels),
         data=DataConfig(source="photos: scikit-image + scikit-learn (kuosan.data.photos)", size=size,
@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
                        help="gray prior: colour photos rendered with random channel weights per crop, not luma")
     photo.add_argument("--min-contrast", type=float, default=1.0,
                        help="scale each crop's contrast by a gain drawn in [this, 1] (1: off)")
+    photo.add_argument("--chroma-mix", type=float, default=0.0,
+                       help="with --gray-mix: this fraction of the colour crops as chroma planes (zero-sum mixes), "
+                            "the planes the gray prior denoises in colour photos")
     photo.add_argument("--min-scale", type=float, default=0.5, help="crops shrunk by a factor drawn in [this, 1]")
     for p in (photo, sub.add_parser("digits")):
         p.add_argument("--out", required=True)
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.what == "photo":
         config, dataset = photo_recipe(args.channels, args.minutes, args.batch, args.size, args.photos,
-                                       args.area_cap, args.gray_mix, args.min_contrast, args.min_scale)
+                                       args.area_cap, args.gray_mix, args.min_contrast, args.min_scale,
+                                       args.chroma_mix)
     else:
         config, dataset = digits_recipe(args.minutes, args.batch)
     overrides = {"workers": args.workers, "lr": args.lr, "p_mean": args.p_mean, "p_std": args.p_std,

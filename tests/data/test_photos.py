@@ -77,3 +77,31 @@ def test_min_contrast_scales_the_crop_about_its_mean_by_a_gain_in_range():
     assert 0.5 <= min(gains) < 0.6 and 0.9 < max(gains) <= 1.0 + 1e-6
     with pytest.raises(KuosanError, match="min_contrast"):
         RandomCrops([photo], size=16, min_contrast=0)
+
+
+def test_chroma_mix_renders_colour_crops_as_unit_zero_sum_mixes():
+    colour = _photos(3)[0][:16, :16]
+    x = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1
+    crops = RandomCrops([colour], size=16, gray_mix=True, chroma_mix=1.0)
+    rng = np.random.default_rng(0)
+    angles = []
+    for _ in range(20):
+        crop = crops.get(0, rng).image
+        for k in range(8):      # undo the flip/rotation, then solve for the channel weights
+            view = torch.rot90(crop[0].flip(-1) if k >= 4 else crop[0], -(k % 4), (0, 1))
+            w = torch.linalg.lstsq(x.reshape(3, -1).T.double(), view.reshape(-1, 1).double()).solution[:, 0]
+            if torch.allclose(x.reshape(3, -1).T.double() @ w, view.reshape(-1).double(), atol=1e-5):
+                break
+        else:
+            raise AssertionError("a crop that is no channel mix of the photo")
+        assert abs(float(w.sum())) < 1e-5 and abs(float(w.norm()) - 1) < 1e-5
+        e1, e2 = torch.tensor([1.0, 0, -1]) / 2 ** 0.5, torch.tensor([1.0, -2, 1]) / 6 ** 0.5
+        angles.append(float(torch.atan2(w.float() @ e2, w.float() @ e1)))
+    assert np.ptp(angles) > 2      # directions spread over the chroma plane, not one fixed mix
+    # A gray photo stored as RGB has no chroma: its chroma crops are zero.
+    flat = np.repeat(_photos(1)[0][:16, :16, None], 3, axis=2)
+    assert RandomCrops([flat], size=16, gray_mix=True, chroma_mix=1.0).get(0, rng).image.abs().max() < 1e-6
+    with pytest.raises(KuosanError, match="chroma_mix"):
+        RandomCrops([colour], size=16, chroma_mix=0.5)
+    with pytest.raises(KuosanError, match="chroma_mix"):
+        RandomCrops([colour], size=16, gray_mix=True, chroma_mix=1.5)

@@ -71,6 +71,10 @@ def held_out_photos(channels: int) -> dict[str, np.ndarray]:
     return gray
 
 
+_CHROMA = torch.tensor([[1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)],
+                        [1 / math.sqrt(6), -2 / math.sqrt(6), 1 / math.sqrt(6)]])
+
+
 class RandomCrops:
     """Random size×size crops of in-memory photos, for training a fully convolutional prior.
 
@@ -84,15 +88,23 @@ class RandomCrops:
     colour photo rendered to gray with random channel weights (uniform on the simplex: the red plane of one
     crop, a luma-like mix of the next), so each colour photo gives many gray ones; ``min_contrast`` < 1 scales
     each crop's deviation from its mean by a gain drawn uniformly in [min_contrast, 1] (faint textures at a
-    given noise level, which a few high-contrast photos rarely show).
+    given noise level, which a few high-contrast photos rarely show). ``chroma_mix`` (with ``gray_mix``) renders
+    that fraction of the colour crops as a chroma plane instead: a unit-norm channel mix with zero sum, in a
+    random direction of the plane orthogonal to gray, the planes ``OpponentColorDenoiser`` hands the gray prior
+    beside the luminance one (centred, faint, smooth: nothing like a gray photo).
     """
 
     def __init__(self, photos: list[np.ndarray], size: int, min_scale: float = 0.5, length: int = 8192,
-                 area_cap: int | None = None, gray_mix: bool = False, min_contrast: float = 1.0):
+                 area_cap: int | None = None, gray_mix: bool = False, min_contrast: float = 1.0,
+                 chroma_mix: float = 0.0):
         if not photos:
             raise KuosanError("no photos to crop from")
         if not 0 < min_contrast <= 1:
             raise KuosanError(f"min_contrast must be in (0, 1], got {min_contrast}")
+        if not 0 <= chroma_mix <= 1:
+            raise KuosanError(f"chroma_mix must be in [0, 1], got {chroma_mix}")
+        if chroma_mix and not gray_mix:
+            raise KuosanError("chroma_mix renders colour photos as gray crops: use it with gray_mix=True")
         self.images = []
         for p in photos:
             t = torch.from_numpy(np.array(p, dtype=np.uint8)).float() / 127.5 - 1
@@ -103,7 +115,7 @@ class RandomCrops:
         elif len(channels) != 1:
             raise KuosanError("photos must be all gray or all colour (or gray_mix=True for gray crops of both)")
         self.channels = channels.pop()
-        self.gray_mix, self.min_contrast = gray_mix, min_contrast
+        self.gray_mix, self.min_contrast, self.chroma_mix = gray_mix, min_contrast, chroma_mix
         self.size, self.min_scale, self.length = size, min_scale, length
         areas = np.array([t.shape[1] * t.shape[2] for t in self.images], dtype=np.float64)
         if area_cap is not None:
@@ -131,7 +143,11 @@ class RandomCrops:
         if k >= 4:
             crop = crop.flip(-1)
         if self.gray_mix and crop.shape[0] == 3:
-            weights = torch.from_numpy(rng.dirichlet(np.ones(3))).float()
+            if self.chroma_mix and rng.random() < self.chroma_mix:
+                angle = rng.uniform(0, 2 * math.pi)    # cos·(1, 0, -1)/√2 + sin·(1, -2, 1)/√6
+                weights = math.cos(angle) * _CHROMA[0] + math.sin(angle) * _CHROMA[1]
+            else:
+                weights = torch.from_numpy(rng.dirichlet(np.ones(3))).float()
             crop = torch.einsum("c,chw->hw", weights, crop)[None]
         if self.min_contrast < 1:
             gain = rng.uniform(self.min_contrast, 1.0)
