@@ -37,6 +37,8 @@ def photo_recipe(channels: int, minutes: float, batch: int, size: int, photos: s
                  min_scale: float = 0.5, chroma_mix: float = 0.0):
     if gray_mix and channels != 1:
         raise SystemExit("train_builtin.py: --gray-mix makes gray crops; use it with --channels 1")
+    if chroma_mix and not gray_mix:
+        raise SystemExit("train_builtin.py: --chroma-mix is a kind of --gray-mix crop; give both")
     if photos:   # the same photos saved by `save-photos`, for machines without scikit-image's data
         with np.load(photos) as f:
             images = [f[k] for k in sorted(f.files)]
