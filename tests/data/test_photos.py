@@ -41,6 +41,17 @@ def test_photos_are_drawn_in_proportion_to_their_area_up_to_the_cap():
         assert abs(drawn_small - expected) < 0.03
 
 
+def _channel_weights(crop: torch.Tensor, photo: torch.Tensor) -> torch.Tensor | None:
+    """The weights w with crop = w·photo's channels, up to one of the 8 flips/rotations; None if there are none."""
+    channels = photo.reshape(3, -1).T.double()
+    for k in range(8):      # undo the flip/rotation, then solve for the channel weights
+        view = torch.rot90(crop[0].flip(-1) if k >= 4 else crop[0], -(k % 4), (0, 1)).reshape(-1).double()
+        w = torch.linalg.lstsq(channels, view[:, None]).solution[:, 0]
+        if torch.allclose(channels @ w, view, atol=1e-5):
+            return w
+    return None
+
+
 def test_gray_mix_renders_colour_photos_as_convex_mixes_of_their_channels():
     colour = _photos(3)[0][:16, :16]
     gray = _photos(1)[0][:16, :16]
@@ -52,12 +63,8 @@ def test_gray_mix_renders_colour_photos_as_convex_mixes_of_their_channels():
     for _ in range(40):
         crop = crops.get(0, rng).image
         assert crop.shape == (1, 16, 16)
-        for k in range(8):      # undo the flip/rotation, then solve for the channel weights
-            view = torch.rot90(crop[0].flip(-1) if k >= 4 else crop[0], -(k % 4), (0, 1))
-            w = torch.linalg.lstsq(x.reshape(3, -1).T.double(), view.reshape(-1, 1).double()).solution[:, 0]
-            if torch.allclose(x.reshape(3, -1).T.double() @ w, view.reshape(-1).double(), atol=1e-5):
-                break
-        else:
+        w = _channel_weights(crop, x)
+        if w is None:
             continue     # the gray photo
         assert (w >= -1e-6).all() and abs(float(w.sum()) - 1) < 1e-5
         mixed += 1
@@ -87,16 +94,11 @@ def test_chroma_mix_renders_colour_crops_as_unit_zero_sum_mixes():
     angles = []
     for _ in range(20):
         crop = crops.get(0, rng).image
-        for k in range(8):      # undo the flip/rotation, then solve for the channel weights
-            view = torch.rot90(crop[0].flip(-1) if k >= 4 else crop[0], -(k % 4), (0, 1))
-            w = torch.linalg.lstsq(x.reshape(3, -1).T.double(), view.reshape(-1, 1).double()).solution[:, 0]
-            if torch.allclose(x.reshape(3, -1).T.double() @ w, view.reshape(-1).double(), atol=1e-5):
-                break
-        else:
-            raise AssertionError("a crop that is no channel mix of the photo")
+        w = _channel_weights(crop, x)
+        assert w is not None, "a crop that is no channel mix of the photo"
         assert abs(float(w.sum())) < 1e-5 and abs(float(w.norm()) - 1) < 1e-5
-        e1, e2 = torch.tensor([1.0, 0, -1]) / 2 ** 0.5, torch.tensor([1.0, -2, 1]) / 6 ** 0.5
-        angles.append(float(torch.atan2(w.float() @ e2, w.float() @ e1)))
+        e1, e2 = torch.tensor([1.0, 0, -1]).double() / 2 ** 0.5, torch.tensor([1.0, -2, 1]).double() / 6 ** 0.5
+        angles.append(float(torch.atan2(w @ e2, w @ e1)))
     assert np.ptp(angles) > 2      # directions spread over the chroma plane, not one fixed mix
     # A gray photo stored as RGB has no chroma: its chroma crops are zero.
     flat = np.repeat(_photos(1)[0][:16, :16, None], 3, axis=2)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kuosan.data.folder import Example
+from kuosan.diffusion.color import OPPONENT
 from kuosan.errors import KuosanError
 
 # Natural and near-natural photographs that scikit-image bundles (no download needed), and the two
@@ -71,8 +72,7 @@ def held_out_photos(channels: int) -> dict[str, np.ndarray]:
     return gray
 
 
-_CHROMA = torch.tensor([[1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)],
-                        [1 / math.sqrt(6), -2 / math.sqrt(6), 1 / math.sqrt(6)]])
+_CHROMA = OPPONENT[1:].float()     # the opponent transform's two chroma rows, orthonormal and ⟂ gray
 
 
 class RandomCrops:
@@ -144,7 +144,7 @@ class RandomCrops:
             crop = crop.flip(-1)
         if self.gray_mix and crop.shape[0] == 3:
             if self.chroma_mix and rng.random() < self.chroma_mix:
-                angle = rng.uniform(0, 2 * math.pi)    # cos·(1, 0, -1)/√2 + sin·(1, -2, 1)/√6
+                angle = rng.uniform(0, 2 * math.pi)
                 weights = math.cos(angle) * _CHROMA[0] + math.sin(angle) * _CHROMA[1]
             else:
                 weights = torch.from_numpy(rng.dirichlet(np.ones(3))).float()
