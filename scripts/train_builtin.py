@@ -34,20 +34,22 @@ DIGITS_NET = UNetConfig(channels=1, base_channels=48, channel_mult=(1, 2, 2), nu
 
 def photo_recipe(channels: int, minutes: float, batch: int, size: int, photos: str | None = None,
                  area_cap: int | None = None, gray_mix: bool = False, min_contrast: float = 1.0,
-                 min_scale: float = 0.5, chroma_mix: float = 0.0):
+                 min_scale: float = 0.5, chroma_mix: float = 0.0, chroma_guide: bool = False):
     if gray_mix and channels != 1:
         raise SystemExit("train_builtin.py: --gray-mix makes gray crops; use it with --channels 1")
     if chroma_mix and not gray_mix:
         raise SystemExit("train_builtin.py: --chroma-mix is a kind of --gray-mix crop; give both")
+    if chroma_guide and not chroma_mix:
+        raise SystemExit("train_builtin.py: --chroma-guide guides the --chroma-mix crops; give both")
     if photos:   # the same photos saved by `save-photos`, for machines without scikit-image's data
         with np.load(photos) as f:
             images = [f[k] for k in sorted(f.files)]
     else:
         images = training_photos(channels, keep_colour=gray_mix)
     dataset = RandomCrops(images, size=size, area_cap=area_cap, gray_mix=gray_mix, min_contrast=min_contrast,
-                          min_scale=min_scale, chroma_mix=chroma_mix)
+                          min_scale=min_scale, chroma_mix=chroma_mix, chroma_guide=chroma_guide)
     config = RunConfig(
-        net=preset("photo", channels=channels),
+        net=preset("photo", channels=channels, guide_channels=int(chroma_guide)),
         data=DataConfig(source="photos: scikit-image + scikit-learn (kuosan.data.photos)", size=size,
                         channels=channels),
         train=replace(TrainConfig(), steps=1_000_000, batch=batch, lr=5e-4, warmup_steps=500,
@@ -138,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     photo.add_argument("--chroma-mix", type=float, default=0.0,
                        help="with --gray-mix: this fraction of the colour crops as chroma planes (zero-sum mixes), "
                             "the planes the gray prior denoises in colour photos")
+    photo.add_argument("--chroma-guide", action="store_true",
+                       help="with --chroma-mix: a prior with a guide plane, each chroma crop denoised beside its "
+                            "own denoised luminance (as OpponentColorDenoiser runs it)")
+    photo.add_argument("--guide-lr-mult", type=float, default=10.0,
+                       help="with --chroma-guide: LR × this for the guide's convolution, which starts at zero")
     photo.add_argument("--min-scale", type=float, default=0.5, help="crops shrunk by a factor drawn in [this, 1]")
     for p in (photo, sub.add_parser("digits")):
         p.add_argument("--out", required=True)
@@ -182,10 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "photo":
         config, dataset = photo_recipe(args.channels, args.minutes, args.batch, args.size, args.photos,
                                        args.area_cap, args.gray_mix, args.min_contrast, args.min_scale,
-                                       args.chroma_mix)
+                                       args.chroma_mix, args.chroma_guide)
     else:
         config, dataset = digits_recipe(args.minutes, args.batch)
-    overrides = {"workers": args.workers, "lr": args.lr, "p_mean": args.p_mean, "p_std": args.p_std,
+    guide_lr_mult = args.guide_lr_mult if args.what == "photo" and args.chroma_guide else None
+    overrides = {"workers": args.workers, "guide_lr_mult": guide_lr_mult, "lr": args.lr, "p_mean": args.p_mean,
+                 "p_std": args.p_std,
                  "ema_halflife_kimg": args.ema_halflife, "warmup_steps": args.warmup,
                  "ema_rampup": args.ema_rampup if args.ema_rampup is not None else 0.0 if args.init else None}
     config = replace(config, train=replace(config.train, **{k: v for k, v in overrides.items() if v is not None}))
@@ -194,10 +203,13 @@ def main(argv: list[str] | None = None) -> None:
         from safetensors.torch import load_file
 
         from kuosan.checkpoint import WEIGHTS_FILE, build_denoiser, resolve_model
-        from kuosan.train.warmstart import inflate_to_colour
+        from kuosan.train.warmstart import add_guide_inputs, inflate_to_colour
 
         init = load_file(resolve_model(args.init) / WEIGHTS_FILE)
-        init = inflate_to_colour(init, build_denoiser(config).state_dict())
+        target = build_denoiser(config).state_dict()
+        if config.net.guide_channels:
+            init = add_guide_inputs(init, target)
+        init = inflate_to_colour(init, target)
     print(f"training {args.what}: {json.dumps(config.to_dict()['net'])}", file=sys.stderr)
     train(config, args.out, device=args.device, progress=not args.no_progress, dataset=dataset, init=init)
 

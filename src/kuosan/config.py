@@ -56,6 +56,8 @@ class TrainConfig:
     max_minutes: float = 0.0         # stop (with a final checkpoint) after this much wall time; 0 = no limit
     max_bad_steps: int = 10          # stop after this many non-finite losses/gradients in a row
     deterministic: bool = False      # torch.use_deterministic_algorithms: bitwise-repeatable runs
+    guide_lr_mult: float = 1.0       # LR × this for the guide planes' convolution (UNetConfig.guide_channels):
+                                     # weights started at zero beside trained ones learn faster
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,28 @@ def test_chroma_mix_renders_colour_crops_as_unit_zero_sum_mixes():
         RandomCrops([colour], size=16, chroma_mix=0.5)
     with pytest.raises(KuosanError, match="chroma_mix"):
         RandomCrops([colour], size=16, gray_mix=True, chroma_mix=1.5)
+
+
+def test_chroma_guide_gives_chroma_crops_their_luminance_and_other_crops_none():
+    colour = _photos(3)[0][:16, :16]
+    x = torch.from_numpy(colour).float().permute(2, 0, 1) / 127.5 - 1
+    crops = RandomCrops([colour, _photos(1)[0][:16, :16]], size=16, gray_mix=True, chroma_mix=0.5,
+                        chroma_guide=True, min_contrast=0.5)
+    rng = np.random.default_rng(0)
+    kinds = {"chroma": 0, "mix": 0, "gray": 0}
+    for _ in range(60):
+        example = crops.get(0, rng)
+        w = _channel_weights(example.image - example.image.mean(), x - x.mean((1, 2), keepdim=True))
+        if example.guide is None:
+            kinds["gray" if w is None else "mix"] += 1
+            assert w is None or abs(float(w.sum())) > 0.3       # convex mixes sum to the contrast gain
+            continue
+        kinds["chroma"] += 1
+        assert abs(float(w.sum())) < 1e-5 and example.guide.shape == (1, 16, 16)
+        # The guide is the same view of the photo's channel mean, under the same contrast gain.
+        g = _channel_weights(example.guide - example.guide.mean(), x - x.mean((1, 2), keepdim=True))
+        assert g is not None and torch.allclose(g, g.mean().expand(3), atol=1e-5)
+        assert abs(float(g.norm() / w.norm()) - 3 ** -0.5) < 1e-4     # |(1/3, 1/3, 1/3)| against a unit mix
+    assert all(n > 5 for n in kinds.values()), kinds
+    with pytest.raises(KuosanError, match="chroma_guide"):
+        RandomCrops([colour], size=16, gray_mix=True, chroma_guide=True)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -63,3 +65,24 @@ def test_config_round_trips_and_rejects_unknown_keys_and_bad_types():
     d["train"]["speed"] = 1
     with pytest.raises(KuosanError, match="train.speed"):
         RunConfig.from_dict(d)
+
+
+@torch.no_grad()
+def test_guide_planes_enter_beside_x_and_zeros_mean_no_guide():
+    torch.manual_seed(0)
+    cfg = preset("photo", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1)
+    plain, guided = UNet(cfg), UNet(replace(cfg, guide_channels=1))
+    for p in guided.parameters():
+        p.normal_(0, 0.1)
+    state = guided.state_dict()
+    plain.load_state_dict({k: v for k, v in state.items() if not k.startswith("guide_stem")})
+    x, c_noise = torch.randn(2, 1, 12, 12), torch.tensor([-0.5, 0.2])
+    assert torch.allclose(guided(x, c_noise), plain(x, c_noise), atol=1e-6)          # guide omitted = zeros
+    assert torch.allclose(guided(x, c_noise, guide=torch.zeros_like(x)), plain(x, c_noise), atol=1e-6)
+    assert not torch.allclose(guided(x, c_noise, guide=torch.randn_like(x)), plain(x, c_noise), atol=1e-3)
+    with pytest.raises(ValueError, match="guide must have shape"):
+        guided(x, c_noise, guide=torch.zeros(2, 2, 12, 12))
+    with pytest.raises(ValueError, match="no guide"):
+        plain(x, c_noise, guide=torch.zeros_like(x))
+    with pytest.raises(ValueError, match="guide_channels"):
+        replace(cfg, guide_channels=-1)

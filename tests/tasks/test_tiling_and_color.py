@@ -68,3 +68,48 @@ def test_opponent_wrapper_of_an_exact_gray_denoiser_is_the_exact_colour_denoiser
     x = torch.randn(2, 3, 4, 4)
     out = OpponentColorDenoiser(Gray())(x, torch.tensor([0.3, 0.3]))
     assert torch.allclose(out, s**2 / (s**2 + 0.09) * x, atol=1e-6)
+
+
+def test_a_guided_prior_denoises_luminance_first_and_each_chroma_plane_beside_it():
+    calls = []
+
+    class GuidedGray:
+        sigma_min, sigma_max, channels, guide_channels = 0.002, 80.0, 1, 1
+
+        def __call__(self, x, sigma, guide=None):
+            calls.append((x.clone(), sigma.clone(), None if guide is None else guide.clone()))
+            return 0.5 * x + (0 if guide is None else 0.25 * guide)
+
+    x = torch.randn(2, 3, 4, 4)
+    sigma = torch.tensor([0.3, 0.6])
+    out = OpponentColorDenoiser(GuidedGray())(x, sigma)
+    (lum_x, lum_sigma, lum_guide), (chroma_x, chroma_sigma, chroma_guide) = calls
+    u = to_opponent(x)
+    assert lum_guide is None
+    assert torch.allclose(lum_x, x.mean(1, keepdim=True), atol=1e-6)
+    assert torch.allclose(lum_sigma, sigma / math.sqrt(3))
+    assert torch.allclose(chroma_x, torch.cat([u[:, 1:2], u[:, 2:3]]), atol=1e-6)
+    assert torch.allclose(chroma_sigma, torch.cat([sigma, sigma]))
+    lum = 0.5 * x.mean(1, keepdim=True)
+    assert torch.allclose(chroma_guide, torch.cat([lum, lum]), atol=1e-6)
+    expected = torch.cat([lum * math.sqrt(3), 0.5 * u[:, 1:] + 0.25 * lum], dim=1)
+    assert torch.allclose(out, from_opponent(expected), atol=1e-6)
+
+
+@torch.no_grad()
+def test_a_guided_net_with_zero_guide_weights_is_the_unguided_colour_denoiser():
+    from kuosan.train.warmstart import add_guide_inputs
+
+    plain = local_denoiser()
+    torch.manual_seed(1)
+    net = UNet(preset("photo", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                      guide_channels=1))
+    guided = EDMDenoiser(net, 0.5).eval()
+    guided.load_state_dict(add_guide_inputs(plain.state_dict(), guided.state_dict()))
+    x, sigma = torch.randn(1, 3, 16, 16), torch.tensor([0.4])
+    a, b = OpponentColorDenoiser(plain)(x, sigma), OpponentColorDenoiser(guided)(x, sigma)
+    assert torch.allclose(a, b, atol=1e-5)
+    guided.net.guide_stem.weight.normal_(0, 0.2)      # a trained guide changes the chroma planes only
+    c = OpponentColorDenoiser(guided)(x, sigma)
+    assert (c - a).abs().max() > 1e-3
+    assert torch.allclose(to_opponent(c)[:, :1], to_opponent(a)[:, :1], atol=1e-5)

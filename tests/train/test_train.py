@@ -140,3 +140,55 @@ def test_weights_gone_non_finite_are_never_checkpointed(tmp_path, monkeypatch):
                                                  r"written \(the last good one is .*step-0000002\)"):
         train(config, tmp_path / "run", device="cpu", progress=False, dataset=_PoisonedDigits([]))
     assert [f.name for f in checkpoint_folders(tmp_path / "run")] == ["step-0000002"]
+
+
+def test_a_guided_prior_learns_from_chroma_crops_beside_their_denoised_luminance(tmp_path):
+    from dataclasses import replace
+
+    import numpy as np
+
+    from kuosan.data.photos import RandomCrops
+    from kuosan.train.warmstart import add_guide_inputs
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (24, 24), dtype=np.uint8)
+    colour = np.stack([gray, np.roll(gray, 3, 0), 255 - gray], axis=2)   # chroma planes with structure
+    dataset = RandomCrops([colour, gray], size=8, gray_mix=True, chroma_mix=0.5, chroma_guide=True)
+    config = tiny_config("photos", steps=8)
+    config = replace(config, net=replace(config.net, guide_channels=1))
+    torch.manual_seed(0)
+    plain = build_denoiser(tiny_config("photos")).state_dict()
+    init = add_guide_inputs(plain, build_denoiser(config).state_dict())
+    train(config, tmp_path / "run", device="cpu", progress=False, dataset=dataset, init=init)
+    trained = kuosan.load(tmp_path / "run")
+    # The guide weights started at zero; only gradients through real (non-zero) guides can move them.
+    assert trained.net.guide_stem.weight.abs().max() > 1e-4
+
+    # guide_lr_mult: AdamW's first step moves each weight by about the LR (m/√v = ±1), the guide's by 10×.
+    # (From random weights: the zero-initialised output layers of a fresh net pass no gradient back.)
+    init = {k: torch.randn_like(v) * 0.1 for k, v in init.items()}
+    config = replace(config, train=replace(config.train, steps=1, warmup_steps=1, lr=1e-3, guide_lr_mult=10.0))
+    train(config, tmp_path / "one", device="cpu", progress=False, dataset=dataset, init=init)
+    state = torch.load(checkpoint_folders(tmp_path / "one")[-1] / "training_state.pt", weights_only=True)["model"]
+    guide_step = float((state["net.guide_stem.weight"] - init["net.guide_stem.weight"]).abs().max())
+    other_step = max(float((state[k] - init[k]).abs().max()) for k in init if k != "net.guide_stem.weight")
+    assert 0.9e-2 < guide_step < 1.01e-2 and 0.9e-3 < other_step < 1.01e-3
+
+
+@torch.no_grad()
+def test_denoised_guides_are_the_models_own_luminance_estimate_and_zero_without_a_guide():
+    from kuosan.diffusion.color import luminance_guide
+    from kuosan.train.trainer import _denoised_guides
+
+    torch.manual_seed(0)
+    denoiser = build_denoiser(tiny_config("unused")).eval()
+    for p in denoiser.parameters():
+        p.normal_(0, 0.1)
+    guides, noise = torch.rand(3, 1, 8, 8) * 2 - 1, torch.randn(3, 1, 8, 8)
+    sigma = torch.tensor([0.1, 1.0, 3.0])
+    out = _denoised_guides(denoiser, guides, torch.tensor([True, False, True]), sigma, noise, use_bf16=False)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    expected = luminance_guide(denoiser, guides[[0, 2]], sigma[[0, 2]], noise[[0, 2]])
+    assert torch.allclose(out[[0, 2]], expected, atol=1e-6)
+    # σ/√3 of noise on the luminance: at small σ the guide is nearly the clean luminance.
+    assert (out[0] - guides[0]).abs().mean() < (out[2] - guides[2]).abs().mean()

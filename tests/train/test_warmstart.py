@@ -5,7 +5,7 @@ import torch
 
 from kuosan.checkpoint import build_denoiser
 from kuosan.errors import KuosanError
-from kuosan.train.warmstart import inflate_to_colour
+from kuosan.train.warmstart import add_guide_inputs, inflate_to_colour
 from tests.helpers import tiny_config
 
 
@@ -45,3 +45,19 @@ def test_matching_weights_are_copied_and_other_networks_refused():
     wider = {k: (v.repeat(2, *([1] * (v.ndim - 1))) if k.endswith("stem.weight") else v) for k, v in state.items()}
     with pytest.raises(KuosanError, match="stem.weight"):
         inflate_to_colour(wider, colour.state_dict())
+
+
+@torch.no_grad()
+def test_added_guide_inputs_start_at_zero_so_the_net_ignores_any_guide():
+    gray, _ = _denoisers()
+    config = tiny_config("unused")
+    guided = build_denoiser(replace(config, net=replace(config.net, guide_channels=1))).eval()
+    guided.load_state_dict(add_guide_inputs(gray.state_dict(), guided.state_dict()))
+    x, sigma = torch.randn(2, 1, 16, 16), torch.tensor([0.3, 2.0])
+    assert torch.allclose(guided(x, sigma, guide=torch.randn_like(x)), gray(x, sigma), atol=1e-6)
+    state = guided.state_dict()
+    assert add_guide_inputs(state, state)["net.guide_stem.weight"] is state["net.guide_stem.weight"]
+    with pytest.raises(KuosanError, match="no guide planes"):
+        add_guide_inputs(state, gray.state_dict())
+    with pytest.raises(KuosanError, match="another network"):
+        add_guide_inputs({k: v for k, v in gray.state_dict().items() if "out_conv" not in k}, state)

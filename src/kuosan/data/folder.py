@@ -23,6 +23,7 @@ class Example:
     image: Tensor   # [C, H, W] in [-1, 1]
     label: int      # class index, or -1 when the dataset has no classes
     failed: int = -1  # the index asked for when it failed to decode and this is the next image instead
+    guide: Tensor | None = None  # a clean guide plane [G, H, W] for a guided prior (see RandomCrops)
 
 
 def resize_and_crop(im: Image.Image, size: int, offset: tuple[float, float] | None = None) -> Image.Image:

@@ -91,12 +91,15 @@ class RandomCrops:
     given noise level, which a few high-contrast photos rarely show). ``chroma_mix`` (with ``gray_mix``) renders
     that fraction of the colour crops as a chroma plane instead: a unit-norm channel mix with zero sum, in a
     random direction of the plane orthogonal to gray, the planes ``OpponentColorDenoiser`` hands the gray prior
-    beside the luminance one (centred, faint, smooth: nothing like a gray photo).
+    beside the luminance one (centred, faint, smooth: nothing like a gray photo). With ``chroma_guide`` each
+    chroma crop also carries its clean luminance (the channel mean, with the same contrast gain) as
+    ``Example.guide``, which the trainer turns into the denoised guide a guided prior sees (see
+    ``kuosan.diffusion.color``).
     """
 
     def __init__(self, photos: list[np.ndarray], size: int, min_scale: float = 0.5, length: int = 8192,
                  area_cap: int | None = None, gray_mix: bool = False, min_contrast: float = 1.0,
-                 chroma_mix: float = 0.0):
+                 chroma_mix: float = 0.0, chroma_guide: bool = False):
         if not photos:
             raise KuosanError("no photos to crop from")
         if not 0 < min_contrast <= 1:
@@ -105,6 +108,8 @@ class RandomCrops:
             raise KuosanError(f"chroma_mix must be in [0, 1], got {chroma_mix}")
         if chroma_mix and not gray_mix:
             raise KuosanError("chroma_mix renders colour photos as gray crops: use it with gray_mix=True")
+        if chroma_guide and not chroma_mix:
+            raise KuosanError("chroma_guide gives chroma crops their luminance: use it with chroma_mix > 0")
         self.images = []
         for p in photos:
             t = torch.from_numpy(np.array(p, dtype=np.uint8)).float() / 127.5 - 1
@@ -116,6 +121,7 @@ class RandomCrops:
             raise KuosanError("photos must be all gray or all colour (or gray_mix=True for gray crops of both)")
         self.channels = channels.pop()
         self.gray_mix, self.min_contrast, self.chroma_mix = gray_mix, min_contrast, chroma_mix
+        self.chroma_guide = chroma_guide
         self.size, self.min_scale, self.length = size, min_scale, length
         areas = np.array([t.shape[1] * t.shape[2] for t in self.images], dtype=np.float64)
         if area_cap is not None:
@@ -142,15 +148,19 @@ class RandomCrops:
         crop = torch.rot90(crop, k % 4, dims=(1, 2))
         if k >= 4:
             crop = crop.flip(-1)
+        guide = None
         if self.gray_mix and crop.shape[0] == 3:
             if self.chroma_mix and rng.random() < self.chroma_mix:
                 angle = rng.uniform(0, 2 * math.pi)
                 weights = math.cos(angle) * _CHROMA[0] + math.sin(angle) * _CHROMA[1]
+                if self.chroma_guide:
+                    guide = crop.mean(0, keepdim=True)
             else:
                 weights = torch.from_numpy(rng.dirichlet(np.ones(3))).float()
             crop = torch.einsum("c,chw->hw", weights, crop)[None]
         if self.min_contrast < 1:
             gain = rng.uniform(self.min_contrast, 1.0)
-            mean = crop.mean()
-            crop = mean + gain * (crop - mean)
-        return Example(crop.contiguous(), -1)
+            crop = crop.mean() + gain * (crop - crop.mean())
+            if guide is not None:
+                guide = guide.mean() + gain * (guide - guide.mean())
+        return Example(crop.contiguous(), -1, guide=guide.contiguous() if guide is not None else None)

@@ -5,6 +5,11 @@ two chroma directions), u = M·x has i.i.d. noise of the same σ when x does, so
 denoised separately. The luminance plane is the channel mean scaled by √3; the gray prior sees the mean
 itself, whose noise is σ/√3 — averaging three channels is what a colour image buys. The wrapper is an
 exact 3-channel denoiser for the contract D(x, sigma): every sampler and restoration task takes it.
+
+Denoised apart, a chroma plane knows nothing of the edges in the luminance one, which is where CBM3D gains
+(it groups all three planes by luminance). A gray prior with a guide plane (``guide_channels = 1``) closes
+that gap: luminance is denoised first, and each chroma plane is then denoised beside it. Training shows the
+prior the same guide, its own denoised luminance (``luminance_guide``), so it learns how far to trust it.
 """
 
 from __future__ import annotations
@@ -31,9 +36,30 @@ def from_opponent(u: Tensor) -> Tensor:
     return torch.einsum("ij,bihw->bjhw", OPPONENT.to(u), u)
 
 
+def luminance_noise(sigma: Tensor) -> Tensor:
+    """The noise level of the luminance plane as the gray prior sees it (the channel mean) when each of the
+    three channels has noise σ: σ/√3."""
+    return sigma / _S3
+
+
+def luminance_guide(denoiser, luminance: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
+    """The guide a chroma plane at noise σ gets in ``OpponentColorDenoiser``: the luminance (channel mean,
+    [B, 1, H, W]) denoised from noise ``luminance_noise(σ)``. The trainer calls this on clean crops to show a
+    guided prior the guide it will see."""
+    lum_sigma = luminance_noise(sigma)
+    return denoiser(luminance + lum_sigma.reshape(-1, 1, 1, 1) * noise, lum_sigma)
+
+
+def _repeat_cond(cond: dict, batch: int, times: int) -> dict:
+    """Per-sample condition tensors ([batch, ...]) repeated for ``times`` stacked planes; others as given."""
+    return {k: torch.cat([v] * times) if torch.is_tensor(v) and v.shape[:1] == (batch,) else v
+            for k, v in cond.items()}
+
+
 class OpponentColorDenoiser(nn.Module):
     """Wrap a 1-channel denoiser as a 3-channel one (see module docstring). Condition keywords pass through
-    to every plane."""
+    to every plane. A prior with a guide plane (``guide_channels`` ≥ 1) denoises luminance first and the two
+    chroma planes beside it; otherwise all three planes go through in one batch."""
 
     channels = 3
 
@@ -42,18 +68,23 @@ class OpponentColorDenoiser(nn.Module):
         self.gray = gray
         self.sigma_min = getattr(gray, "sigma_min", 0.002)
         self.sigma_max = getattr(gray, "sigma_max", 80.0)
+        self.guided = getattr(gray, "guide_channels", 0) >= 1
 
     def forward(self, x: Tensor, sigma: Tensor | float, **cond) -> Tensor:
         if x.shape[1] != 3:
             raise ValueError(f"OpponentColorDenoiser takes 3-channel images, got {x.shape[1]}")
-        b, _, h, w = x.shape
+        b = x.shape[0]
         sigma = as_sigma_batch(sigma, x)
         u = to_opponent(x)
         # Luminance plane as the gray prior sees it: the channel mean (= u0/√3) at noise σ/√3.
-        planes = torch.cat([u[:, :1] / _S3, u[:, 1:2], u[:, 2:3]], dim=0)
-        sigmas = torch.cat([sigma / _S3, sigma, sigma])
-        cond = {k: torch.cat([v] * 3) if torch.is_tensor(v) and v.shape[:1] == (b,) else v
-                for k, v in cond.items()}
-        d = self.gray(planes, sigmas, **cond)
-        lum, c1, c2 = d[:b] * _S3, d[b:2 * b], d[2 * b:]
-        return from_opponent(torch.cat([lum, c1, c2], dim=1))
+        lum_in = u[:, :1] / _S3
+        chroma_in = torch.cat([u[:, 1:2], u[:, 2:3]], dim=0)
+        if self.guided:
+            lum = self.gray(lum_in, luminance_noise(sigma), **cond)
+            chroma = self.gray(chroma_in, torch.cat([sigma, sigma]), guide=torch.cat([lum, lum]),
+                               **_repeat_cond(cond, b, 2))
+        else:
+            d = self.gray(torch.cat([lum_in, chroma_in]), torch.cat([luminance_noise(sigma), sigma, sigma]),
+                          **_repeat_cond(cond, b, 3))
+            lum, chroma = d[:b], d[b:]
+        return from_opponent(torch.cat([lum * _S3, chroma[:b], chroma[b:]], dim=1))

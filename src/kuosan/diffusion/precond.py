@@ -52,7 +52,7 @@ def edm_scalings(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tens
 
 
 class EDMDenoiser(nn.Module):
-    """D(x; σ) = c_skip·x + c_out·F(c_in·x; c_noise, class_labels) around a raw network F.
+    """D(x; σ) = c_skip·x + c_out·F(c_in·x; c_noise, class_labels, guide) around a raw network F.
 
     ``net(x, c_noise, class_labels=None)`` must keep x's shape. ``class_labels`` of −1 means "no label"
     (the null class used by classifier-free guidance). ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs F alone
@@ -71,14 +71,22 @@ class EDMDenoiser(nn.Module):
         self.sigma_max = float(sigma_max)
         self.channels = int(channels if channels is not None else net.channels)
 
-    def forward(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
+    @property
+    def guide_channels(self) -> int:
+        """Guide planes the network takes beside x (0 for most)."""
+        return int(getattr(self.net, "guide_channels", 0))
+
+    def forward(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None,
+                guide: Tensor | None = None) -> Tensor:
         sigma = as_sigma_batch(sigma, x)
         c_skip, c_out, c_in, c_noise = (c.reshape(-1, 1, 1, 1) for c in edm_scalings(sigma, self.sigma_data))
+        # A guide is an image in [-1, 1] (no noise of σ to normalise away): it enters F as it is.
+        extra = {"guide": guide} if guide is not None else {}
         if self.autocast_dtype is None:
-            f = self.net(x * c_in, c_noise.flatten(), class_labels=class_labels)
+            f = self.net(x * c_in, c_noise.flatten(), class_labels=class_labels, **extra)
         else:
             with torch.autocast(x.device.type, dtype=self.autocast_dtype):
-                f = self.net(x * c_in, c_noise.flatten(), class_labels=class_labels)
+                f = self.net(x * c_in, c_noise.flatten(), class_labels=class_labels, **extra)
         return c_skip * x + c_out * f.to(x.dtype)
 
 

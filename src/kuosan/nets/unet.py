@@ -1,10 +1,12 @@
-"""The kuosan UNet: F(x, c_noise, class_labels) -> tensor of x's shape.
+"""The kuosan UNet: F(x, c_noise, class_labels, guide) -> tensor of x's shape.
 
 One sitting, in the spirit of nanoGPT: a typed config, a handful of layers, presets at the bottom.
 It is a DDPM++/ADM-style UNet: a Fourier embedding of the noise level, residual blocks with
 GroupNorm/SiLU and adaptive scale-shift conditioning, self-attention at chosen levels, and optional
-class conditioning with a null class (label −1) for classifier-free guidance. Any H×W works: the input
-is padded to a multiple of 2^(levels−1) and the output cropped back.
+class conditioning with a null class (label −1) for classifier-free guidance, and optional guide planes: images
+beside x (e.g. the denoised luminance a chroma plane is denoised next to) through their own first convolution,
+added to x's (zero-initialised, so a net given guide planes starts as it was; zeros = no guide). Any H×W
+works: the input is padded to a multiple of 2^(levels−1) and the output cropped back.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ class UNetConfig:
     groups: int = 8                          # GroupNorm groups (clipped to each width)
     normalization: str = "group"             # "group" (GroupNorm) or "none": no statistics over the
                                              # image, so the net is local and tiles give the same result
+    guide_channels: int = 0                  # extra input planes beside x (0 = none; see module docstring)
 
     def __post_init__(self):
         if self.channels < 1 or self.base_channels < 1 or not self.channel_mult:
             raise ValueError("channels, base_channels and channel_mult must be positive")
+        if self.guide_channels < 0:
+            raise ValueError(f"guide_channels must be ≥ 0, got {self.guide_channels}")
         if self.normalization not in ("group", "none"):
             raise ValueError(f"normalization {self.normalization!r}: use 'group' or 'none'")
         bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
@@ -158,12 +163,13 @@ class Block(nn.Module):
         return self.attn(x) if self.attn is not None else x
 
 class UNet(nn.Module):
-    """F(x, c_noise, class_labels=None): the raw network that ``EDMDenoiser`` preconditions."""
+    """F(x, c_noise, class_labels=None, guide=None): the raw network that ``EDMDenoiser`` preconditions."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = cfg = config
         self.channels = cfg.channels
+        self.guide_channels = cfg.guide_channels
         emb_dim = cfg.base_channels * cfg.embedding_mult
         self.noise_embedding = FourierEmbedding(cfg.base_channels)
         self.embedding_mlp = nn.Sequential(nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(),
@@ -173,6 +179,10 @@ class UNet(nn.Module):
 
         widths = [cfg.base_channels * m for m in cfg.channel_mult]
         self.stem = nn.Conv2d(cfg.channels, widths[0], 3, padding=1)
+        self.guide_stem = None
+        if cfg.guide_channels:
+            self.guide_stem = nn.Conv2d(cfg.guide_channels, widths[0], 3, padding=1, bias=False)
+            nn.init.zeros_(self.guide_stem.weight)
         self.down = nn.ModuleList()
         skips = [widths[0]]
         cur = widths[0]
@@ -200,9 +210,16 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
-    def forward(self, x: Tensor, c_noise: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c_noise: Tensor, class_labels: Tensor | None = None,
+                guide: Tensor | None = None) -> Tensor:
         if x.shape[1] != self.channels:
             raise ValueError(f"this network takes {self.channels}-channel images, got {x.shape[1]} channels")
+        if guide is not None:
+            want = (x.shape[0], self.guide_channels, *x.shape[2:])
+            if self.guide_stem is None:
+                raise ValueError("this network takes no guide planes (guide_channels = 0)")
+            if tuple(guide.shape) != want:
+                raise ValueError(f"guide must have shape {want}, got {tuple(guide.shape)}")
         height, width = x.shape[-2:]
         m = self.config.multiple
         pad_h, pad_w = (-height) % m, (-width) % m
@@ -210,6 +227,7 @@ class UNet(nn.Module):
             # Reflection keeps image statistics at the border; fall back to replicate for tiny inputs.
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+            guide = F.pad(guide, (0, pad_w, 0, pad_h), mode=mode) if guide is not None else None
 
         emb = self.embedding_mlp(self.noise_embedding(c_noise.expand(x.shape[0])))
         if self.class_embedding is not None:
@@ -220,6 +238,8 @@ class UNet(nn.Module):
         emb = F.silu(emb)
 
         h = self.stem(x)
+        if guide is not None:      # no guide = zero guide planes, whose convolution (no bias) is zero
+            h = h + self.guide_stem(guide)
         hs = [h]
         for layer in self.down:
             h = layer(h, emb) if isinstance(layer, Block) else layer(h)

@@ -36,6 +36,7 @@ from kuosan.checkpoint import (
 from kuosan.config import RunConfig
 from kuosan.data.folder import open_dataset
 from kuosan.data.io import atomic_write, save_grid
+from kuosan.diffusion.color import luminance_guide
 from kuosan.diffusion.guidance import NULL_LABEL
 from kuosan.diffusion.ladders import karras_sigmas
 from kuosan.diffusion.loss import EDMLoss
@@ -63,8 +64,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 class DataStream(torch.utils.data.Dataset):
     """Map-style view of an infinite, seeded stream of training examples (see module docstring)."""
 
-    def __init__(self, dataset, seed: int, hflip: bool):
-        self.dataset, self.seed, self.hflip = dataset, seed, hflip
+    def __init__(self, dataset, seed: int, hflip: bool, guide_channels: int = 0):
+        self.dataset, self.seed, self.hflip, self.guide_channels = dataset, seed, hflip, guide_channels
         self._epoch, self._perm = -1, None
 
     def index_at(self, position: int) -> int:
@@ -78,10 +79,13 @@ class DataStream(torch.utils.data.Dataset):
     def __getitem__(self, position: int):
         rng = np.random.default_rng([self.seed, 1 << 20, position])
         example = self.dataset.get(self.index_at(position), rng)
-        image = example.image
+        image, guide = example.image, example.guide
+        has_guide = guide is not None and self.guide_channels > 0
+        if not has_guide:   # a batch stacks guides: examples without one carry zeros ([0, H, W] when unused)
+            guide = image.new_zeros((self.guide_channels, *image.shape[1:]))
         if self.hflip and rng.random() < 0.5:
-            image = image.flip(-1)
-        return image, example.label, example.failed
+            image, guide = image.flip(-1), guide.flip(-1)
+        return image, example.label, example.failed, guide, has_guide
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -268,7 +272,7 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
     if channels_last:
         denoiser = denoiser.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=tc.lr, betas=(0.9, 0.999),
+    optimizer = torch.optim.AdamW(_param_groups(denoiser, tc.guide_lr_mult), lr=tc.lr, betas=(0.9, 0.999),
                                   weight_decay=tc.weight_decay)
     loss_fn = EDMLoss(tc.p_mean, tc.p_std, config.denoiser.sigma_data)
     noise_gen = torch.Generator(device=dev).manual_seed(tc.seed + 1)
@@ -304,7 +308,8 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
         model = torch.nn.parallel.DistributedDataParallel(
             denoiser, device_ids=[dev.index] if dev.type == "cuda" else None)
     share = dist.share(tc.batch)
-    stream = DataStream(dataset, tc.seed, config.data.hflip)
+    guide_channels = config.net.guide_channels
+    stream = DataStream(dataset, tc.seed, config.data.hflip, guide_channels)
     loader = torch.utils.data.DataLoader(stream, batch_sampler=_StepBatches(start_step, tc.steps, tc.batch, share),
                                          num_workers=tc.workers, persistent_workers=False)
     if dev.type == "cuda" and not tc.deterministic:
@@ -327,7 +332,7 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
     denoiser.train()
     shape = (tc.batch, config.data.channels, config.data.size, config.data.size)
     with open(log_path, "a") if dist.main else contextlib.nullcontext() as log:
-        for step, (images, labels, failed) in enumerate(loader, start=start_step + 1):
+        for step, (images, labels, failed, guides, has_guide) in enumerate(loader, start=start_step + 1):
             images = images.to(dev, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -340,8 +345,13 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
             if conditional:
                 drop = (torch.rand(tc.batch, generator=label_gen) < tc.label_dropout)[share]
                 cond["class_labels"] = torch.where(drop, NULL_LABEL, labels).to(dev)
+            if guide_channels:
+                guide_noise = torch.randn((tc.batch, guide_channels, *shape[2:]), generator=noise_gen,
+                                          device=dev)[share]
+                cond["guide"] = _denoised_guides(denoiser, guides.to(dev), has_guide.to(dev), sigma, guide_noise,
+                                                 use_bf16)
             for group in optimizer.param_groups:
-                group["lr"] = tc.lr * min(1.0, step / max(1, tc.warmup_steps))
+                group["lr"] = tc.lr * group.get("lr_mult", 1.0) * min(1.0, step / max(1, tc.warmup_steps))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(model, images, sigma=sigma, noise=noise, **cond).mean()
             optimizer.zero_grad(set_to_none=True)
@@ -416,6 +426,32 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
                 break
     bar.close()
     return last_ckpt
+
+
+def _param_groups(denoiser, guide_lr_mult: float) -> list[dict]:
+    """One AdamW group, or two when the net has guide planes: their convolution at ``guide_lr_mult`` × LR."""
+    named = list(denoiser.named_parameters())
+    guide = [p for n, p in named if n.startswith("net.guide_stem.")]
+    rest = [p for n, p in named if not n.startswith("net.guide_stem.")]
+    groups = [{"params": rest, "lr_mult": 1.0}]
+    if guide:
+        groups.append({"params": guide, "lr_mult": float(guide_lr_mult)})
+    return groups
+
+
+@torch.no_grad()
+def _denoised_guides(denoiser, guides: torch.Tensor, has_guide: torch.Tensor, sigma: torch.Tensor,
+                     noise: torch.Tensor, use_bf16: bool) -> torch.Tensor:
+    """The guide each example's plane is denoised beside at inference: its clean guide (the luminance of a
+    chroma crop) denoised by the model being trained, as ``OpponentColorDenoiser`` does (``luminance_guide``);
+    zeros, the unguided input, for examples without one."""
+    out = torch.zeros_like(guides)
+    index = has_guide.nonzero().flatten()
+    if len(index):
+        with torch.autocast(guides.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            denoised = luminance_guide(denoiser, guides[index], sigma[index], noise[index])
+        out[index] = denoised.to(out.dtype)
+    return out
 
 
 def _all_ranks(flag: bool, dist: Distributed) -> bool:

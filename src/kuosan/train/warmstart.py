@@ -1,7 +1,9 @@
-"""Starting a network from another one's weights across a change of channels (gray prior → colour prior)."""
+"""Starting a network from another one's weights across a change of channels (gray prior → colour prior, or a
+prior → the same prior with guide planes)."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from kuosan.errors import KuosanError
@@ -29,3 +31,18 @@ def inflate_to_colour(gray: dict[str, Tensor], target: dict[str, Tensor]) -> dic
             raise KuosanError(f"{key}: the starting weights have shape {tuple(t.shape)}, this network wants "
                               f"{tuple(want)}")
     return out
+
+
+def add_guide_inputs(weights: dict[str, Tensor], target: dict[str, Tensor], key: str = "net.guide_stem.weight") \
+        -> dict[str, Tensor]:
+    """``weights`` for ``target``, the same network with guide planes (``UNetConfig.guide_channels``): the
+    guide's first convolution starts at zero, so the net starts computing exactly what it computed before,
+    whatever the guide. Weights that already have it come back unchanged."""
+    if key not in target:
+        raise KuosanError(f"the network has no guide planes ({key}); nothing to add")
+    if key in weights:
+        return dict(weights)
+    missing = sorted(set(target) - set(weights) - {key})[:3] + sorted(set(weights) - set(target))[:3]
+    if missing:
+        raise KuosanError(f"the starting weights are for another network (keys differ: {', '.join(missing)})")
+    return {**weights, key: torch.zeros_like(target[key])}
