@@ -86,3 +86,21 @@ def test_guide_planes_enter_beside_x_and_zeros_mean_no_guide():
         plain(x, c_noise, guide=torch.zeros_like(x))
     with pytest.raises(ValueError, match="guide_channels"):
         replace(cfg, guide_channels=-1)
+
+
+def test_a_guide_enters_as_local_detail_so_its_level_is_ignored():
+    from kuosan.nets.unet import local_detail
+
+    torch.manual_seed(0)
+    flat = torch.full((1, 1, 12, 12), 0.7)
+    assert torch.allclose(local_detail(flat), torch.zeros_like(flat), atol=1e-6)
+    ramp = torch.arange(12.0).expand(1, 1, 12, 12).contiguous()
+    assert torch.allclose(local_detail(ramp)[..., 2:-2], torch.zeros(1, 1, 12, 8), atol=1e-5)  # linear inside
+    guided = UNet(preset("photo", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                         guide_channels=1))
+    with torch.no_grad():
+        for p in guided.parameters():
+            p.normal_(0, 0.1)
+        x, c_noise, g = torch.randn(1, 1, 12, 12), torch.tensor([0.0]), torch.randn(1, 1, 12, 12)
+        assert torch.allclose(guided(x, c_noise, guide=g), guided(x, c_noise, guide=g + 0.5), atol=1e-5)
+        assert not torch.allclose(guided(x, c_noise, guide=g), guided(x, c_noise), atol=1e-3)

@@ -5,8 +5,9 @@ It is a DDPM++/ADM-style UNet: a Fourier embedding of the noise level, residual 
 GroupNorm/SiLU and adaptive scale-shift conditioning, self-attention at chosen levels, and optional
 class conditioning with a null class (label −1) for classifier-free guidance, and optional guide planes: images
 beside x (e.g. the denoised luminance a chroma plane is denoised next to) through their own first convolution,
-added to x's (zero-initialised, so a net given guide planes starts as it was; zeros = no guide). Any H×W
-works: the input is padded to a multiple of 2^(levels−1) and the output cropped back.
+added to x's (zero-initialised, so a net given guide planes starts as it was; zeros = no guide). A guide enters
+minus its local mean (``GUIDE_WINDOW``²): its edges are what x can use, and its level would only leak into x's
+(a 256² tile of sky and one of shadow differ by their level). Any H×W works: the input is padded to a multiple of 2^(levels−1) and the output cropped back.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+GUIDE_WINDOW = 5     # guide planes enter minus their mean over this × this window (see the module docstring)
+
+
+def local_detail(planes: Tensor, window: int = GUIDE_WINDOW) -> Tensor:
+    """``planes`` minus their mean over a window × window neighbourhood (edges reflected)."""
+    r = window // 2
+    padded = F.pad(planes, (r, r, r, r), mode="reflect" if min(planes.shape[-2:]) > r else "replicate")
+    return planes - F.avg_pool2d(padded, window, stride=1)
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,7 @@ class UNet(nn.Module):
 
         h = self.stem(x)
         if guide is not None:      # no guide = zero guide planes, whose convolution (no bias) is zero
-            h = h + self.guide_stem(guide)
+            h = h + self.guide_stem(local_detail(guide))
         hs = [h]
         for layer in self.down:
             h = layer(h, emb) if isinstance(layer, Block) else layer(h)
