@@ -61,3 +61,15 @@ def test_added_guide_inputs_start_at_zero_so_the_net_ignores_any_guide():
         add_guide_inputs(state, gray.state_dict())
     with pytest.raises(KuosanError, match="another network"):
         add_guide_inputs({k: v for k, v in gray.state_dict().items() if "out_conv" not in k}, state)
+
+
+@torch.no_grad()
+def test_a_guided_gray_prior_inflates_to_colour_without_its_guide():
+    gray, colour = _denoisers()
+    config = tiny_config("unused")
+    guided = build_denoiser(replace(config, net=replace(config.net, guide_channels=1))).eval()
+    state = add_guide_inputs(gray.state_dict(), guided.state_dict())
+    state["net.guide_stem.weight"] = torch.randn_like(state["net.guide_stem.weight"])
+    a = inflate_to_colour(state, colour.state_dict())
+    b = inflate_to_colour(gray.state_dict(), colour.state_dict())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

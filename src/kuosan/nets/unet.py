@@ -7,7 +7,8 @@ class conditioning with a null class (label −1) for classifier-free guidance, 
 beside x (e.g. the denoised luminance a chroma plane is denoised next to) through their own first convolution,
 added to x's (zero-initialised, so a net given guide planes starts as it was; zeros = no guide). A guide enters
 minus its local mean (``GUIDE_WINDOW``²): its edges are what x can use, and its level would only leak into x's
-(a 256² tile of sky and one of shadow differ by their level). Any H×W works: the input is padded to a multiple of 2^(levels−1) and the output cropped back.
+(a 256² tile of sky and one of shadow differ by their level). Any H×W works: the input is padded to a
+multiple of 2^(levels−1) and the output cropped back.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 
 GUIDE_WINDOW = 5     # guide planes enter minus their mean over this × this window (see the module docstring)
 

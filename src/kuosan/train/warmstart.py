@@ -8,13 +8,18 @@ from torch import Tensor
 
 from kuosan.errors import KuosanError
 
+GUIDE_KEY = "net.guide_stem.weight"      # the guide planes' first convolution (UNetConfig.guide_channels)
+
 
 def inflate_to_colour(gray: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
     """``gray``'s weights reshaped for ``target`` (the colour network's state dict): the first convolution
     sees the mean of R, G, B (its weights split in three), the last one writes the gray output to every
     channel, the rest is copied. Under EDM preconditioning the colour net then starts as exactly the gray
     prior run on the channel mean, with the skip path c_skip·x carrying the colour; training has only the
-    chroma left to learn. Weights that already fit (gray → gray) come back unchanged."""
+    chroma left to learn. Weights that already fit (gray → gray) come back unchanged. A gray prior's guide
+    convolution (``add_guide_inputs``) is left out when the colour net has none: it sees the chroma itself."""
+    if GUIDE_KEY in gray and GUIDE_KEY not in target:
+        gray = {k: v for k, v in gray.items() if k != GUIDE_KEY}
     if gray.keys() != target.keys():
         missing = sorted(set(target) ^ set(gray))[:3]
         raise KuosanError(f"the starting weights are for another network (keys differ: {', '.join(missing)})")
@@ -33,7 +38,7 @@ def inflate_to_colour(gray: dict[str, Tensor], target: dict[str, Tensor]) -> dic
     return out
 
 
-def add_guide_inputs(weights: dict[str, Tensor], target: dict[str, Tensor], key: str = "net.guide_stem.weight") \
+def add_guide_inputs(weights: dict[str, Tensor], target: dict[str, Tensor], key: str = GUIDE_KEY) \
         -> dict[str, Tensor]:
     """``weights`` for ``target``, the same network with guide planes (``UNetConfig.guide_channels``): the
     guide's first convolution starts at zero, so the net starts computing exactly what it computed before,
