@@ -47,9 +47,10 @@ train() {   # name, options...
 # The gray run also renders the colour photos with random channel weights and lowers crop contrast (--gray-mix,
 # --min-contrast): the prior beats BM3D by 0.5–1.2 dB on its training photos but by 0.1–0.3 on the held-out ones
 # (gray; 2026-12-01), so more varied crops, not more steps on the same ones, is what the 17 photos need.
-# --chroma-mix: 40 % of the colour crops as chroma planes, which the gray prior denoises in colour photos.
-train photo --channels 1 --init builtin:photo --lr 2e-4 --gray-mix --chroma-mix 0.4 --min-contrast 0.6 \
-    --min-scale 0.35 &
+# --chroma-mix: half the colour crops as chroma planes, which the gray prior denoises in colour photos, each
+# beside its denoised luminance (--chroma-guide: the guide plane builtin:photo has had since stage 5).
+train photo --channels 1 --init builtin:photo --lr 2e-4 --gray-mix --chroma-mix 0.5 --chroma-guide \
+    --guide-lr-mult 20 --min-contrast 0.6 --min-scale 0.35 &
 gray=$!
 # Once a colour prior ships (models/photo-rgb), each call continues it, as the gray one continues builtin:photo.
 if [ -f src/kuosan/models/photo-rgb/config.json ]; then
