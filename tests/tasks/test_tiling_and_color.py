@@ -113,3 +113,19 @@ def test_a_guided_net_with_zero_guide_weights_is_the_unguided_colour_denoiser():
     c = OpponentColorDenoiser(guided)(x, sigma)
     assert (c - a).abs().max() > 1e-3
     assert torch.allclose(to_opponent(c)[:, :1], to_opponent(a)[:, :1], atol=1e-5)
+
+
+def test_tiled_equals_untiled_for_a_guided_colour_denoiser():
+    torch.manual_seed(0)
+    net = UNet(preset("photo", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                      guide_channels=1))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    d = OpponentColorDenoiser(EDMDenoiser(net, 0.5).eval())
+    x = torch.randn(1, 3, 96, 80, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.3])
+    with torch.no_grad():
+        full = d(x, sigma)
+        tiled = TiledDenoiser(d, tile=48, overlap=16)(x, sigma)
+    assert (tiled - full).abs().mean() < 1e-4 * full.abs().mean()
+    assert (tiled - full).abs().max() < 1e-3 * full.abs().max()
