@@ -160,7 +160,9 @@ class RandomCrops:
             crop = torch.einsum("c,chw->hw", weights, crop)[None]
         if self.min_contrast < 1:
             gain = rng.uniform(self.min_contrast, 1.0)
-            crop = crop.mean() + gain * (crop - crop.mean())
+            mean = crop.mean()
+            crop = mean + gain * (crop - mean)
             if guide is not None:
-                guide = guide.mean() + gain * (guide - guide.mean())
+                guide_mean = guide.mean()
+                guide = guide_mean + gain * (guide - guide_mean)
         return Example(crop.contiguous(), -1, guide=guide.contiguous() if guide is not None else None)

@@ -430,9 +430,9 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
 
 def _param_groups(denoiser, guide_lr_mult: float) -> list[dict]:
     """One AdamW group, or two when the net has guide planes: their convolution at ``guide_lr_mult`` × LR."""
-    named = list(denoiser.named_parameters())
-    guide = [p for n, p in named if n.startswith("net.guide_stem.")]
-    rest = [p for n, p in named if not n.startswith("net.guide_stem.")]
+    guide_stem = getattr(denoiser.net, "guide_stem", None)
+    guide = list(guide_stem.parameters()) if guide_stem is not None else []
+    rest = [p for p in denoiser.parameters() if all(p is not g for g in guide)]
     groups = [{"params": rest, "lr_mult": 1.0}]
     if guide:
         groups.append({"params": guide, "lr_mult": float(guide_lr_mult)})
