@@ -75,6 +75,12 @@ def held_out_photos(channels: int) -> dict[str, np.ndarray]:
 _CHROMA = OPPONENT[1:].float()     # the opponent transform's two chroma rows, orthonormal and ⟂ gray
 
 
+def _scale_contrast(image: torch.Tensor, gain: float) -> torch.Tensor:
+    """``image`` with its deviations from its mean scaled by ``gain``."""
+    mean = image.mean()
+    return mean + gain * (image - mean)
+
+
 class RandomCrops:
     """Random size×size crops of in-memory photos, for training a fully convolutional prior.
 
@@ -160,9 +166,7 @@ class RandomCrops:
             crop = torch.einsum("c,chw->hw", weights, crop)[None]
         if self.min_contrast < 1:
             gain = rng.uniform(self.min_contrast, 1.0)
-            mean = crop.mean()
-            crop = mean + gain * (crop - mean)
+            crop = _scale_contrast(crop, gain)
             if guide is not None:
-                guide_mean = guide.mean()
-                guide = guide_mean + gain * (guide - guide_mean)
+                guide = _scale_contrast(guide, gain)
         return Example(crop.contiguous(), -1, guide=guide.contiguous() if guide is not None else None)
