@@ -197,13 +197,15 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def native_bf16(device: str | torch.device) -> bool:
-    """Whether bfloat16 convolutions are fast on ``device``: a CPU whose oneDNN build has native bf16 (AMX or
-    AVX-512 BF16, e.g. Intel Sapphire Rapids and later). Elsewhere on a CPU bf16 is emulated and slower."""
+    """Whether bfloat16 convolutions are faster than float32 on ``device``: a CPU with AMX tiles (Intel Sapphire
+    Rapids and later). AVX-512 BF16 alone is not enough: measured on such a CPU (no AMX), the photo prior took
+    617 ms per 256² pass in bf16 vs 416 ms in fp32, and training ran at 9.1 vs 14.1 crops/s."""
     if torch.device(device).type != "cpu":
         return False
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):     # a build without the query
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                    and torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):     # a build without the queries
         return False
 
 
