@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--p-std", type=float, help="instead of the recipe's 1.2")
         p.add_argument("--ema-halflife", type=float, help="EMA half-life in thousands of images (recipe: 50)")
         p.add_argument("--warmup", type=int, help="LR warm-up steps (recipe: 500)")
+        p.add_argument("--steps", type=int, help="optimiser steps (recipe: no limit but --minutes)")
+        p.add_argument("--cooldown", type=int,
+                       help="LR falls linearly to zero over the last this many of --steps (recipe: 0, constant)")
+        p.add_argument("--keep", type=int, help="checkpoints kept (recipe: 3)")
         p.add_argument("--ema-rampup", type=float,
                        help="EMA half-life ≤ this × images seen (recipe: 0.1; 0 with --init, whose weights are "
                             "not a random start for the average to forget)")
@@ -195,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     guide_lr_mult = args.guide_lr_mult if args.what == "photo" and args.chroma_guide else None
     overrides = {"workers": args.workers, "guide_lr_mult": guide_lr_mult, "lr": args.lr, "p_mean": args.p_mean,
                  "p_std": args.p_std,
-                 "ema_halflife_kimg": args.ema_halflife, "warmup_steps": args.warmup,
+                 "ema_halflife_kimg": args.ema_halflife, "warmup_steps": args.warmup, "steps": args.steps,
+                 "cooldown_steps": args.cooldown, "keep_checkpoints": args.keep,
                  "ema_rampup": args.ema_rampup if args.ema_rampup is not None else 0.0 if args.init else None}
     config = replace(config, train=replace(config.train, **{k: v for k, v in overrides.items() if v is not None}))
     init = None

@@ -40,6 +40,8 @@ class TrainConfig:
     batch: int = 64                  # images per step (the global batch)
     lr: float = 1e-3                 # AdamW learning rate after warm-up
     warmup_steps: int = 200          # linear LR warm-up
+    cooldown_steps: int = 0          # linear LR fall to zero over the last this many of ``steps`` (0 = constant
+                                     # LR): the cool-down that ends a warm-up-stable-decay schedule
     weight_decay: float = 0.0
     grad_clip: float = 1.0           # max global gradient norm (0 = off)
     ema_halflife_kimg: float = 25.0  # EMA half-life in thousands of images (EDM's convention)

@@ -5,8 +5,10 @@ import torch
 
 import kuosan
 from kuosan.checkpoint import build_denoiser, checkpoint_folders, load, save_checkpoint
+from kuosan.config import TrainConfig
 from kuosan.data import ImageFolder
 from kuosan.train import train
+from kuosan.train.trainer import lr_factor
 from tests.helpers import tiny_config, write_folder
 
 
@@ -25,6 +27,24 @@ def test_training_lowers_the_loss_and_reproduces_a_training_image(tmp_path):
     mse_to_nearest = ((samples[:, None] - training[None]) ** 2).mean((2, 3, 4)).min(1).values
     assert (mse_to_nearest < 0.05).sum() >= 4, mse_to_nearest  # memorised: samples are training images
     assert (run / "samples" / "step-0000150.png").is_file() and (run / "samples" / "step-0000300.png").is_file()
+
+
+def test_lr_warms_up_stays_then_cools_down_linearly_to_zero():
+    tc = TrainConfig(steps=100, warmup_steps=10, cooldown_steps=40)
+    assert [lr_factor(s, tc) for s in (1, 5, 10, 30, 61)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    assert [lr_factor(s, tc) for s in (62, 81, 100)] == pytest.approx([39 / 40, 20 / 40, 1 / 40])
+    assert lr_factor(101, tc) == 0.0
+    constant = TrainConfig(steps=100, warmup_steps=10)
+    assert lr_factor(100, constant) == lr_factor(10, constant) == 1.0
+
+
+def test_the_trainer_logs_the_cooled_down_lr(tmp_path):
+    data = write_folder(tmp_path / "data", 2)
+    run = tmp_path / "run"
+    train(tiny_config(str(data), steps=20, warmup_steps=4, cooldown_steps=10, lr=1e-3), run, device="cpu",
+          progress=False)
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    assert lrs == pytest.approx({5: 1e-3, 10: 1e-3, 15: 0.6e-3, 20: 0.1e-3})
 
 
 def test_save_then_load_gives_identical_outputs(tmp_path):

@@ -33,7 +33,7 @@ from kuosan.checkpoint import (
     read_resume_point,
     save_checkpoint,
 )
-from kuosan.config import RunConfig
+from kuosan.config import RunConfig, TrainConfig
 from kuosan.data.folder import open_dataset
 from kuosan.data.io import atomic_write, save_grid
 from kuosan.diffusion.color import luminance_guide
@@ -263,7 +263,7 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
     if init is not None:
         denoiser.load_state_dict(init)
     denoiser = denoiser.to(dev)
-    # bf16 autocast where it is fast: CUDA, and CPUs with native bf16 (AMX / AVX-512 BF16), where oneDNN's
+    # bf16 autocast where it is fast: CUDA, and CPUs with AMX (see native_bf16), where oneDNN's
     # channels-last bf16 convolutions train the photo preset ~3× faster than fp32 (contiguous fp32 elsewhere).
     # --deterministic keeps fp32 on a CPU, where bf16 rounding would make the weights depend on how the batch
     # is split over processes.
@@ -351,7 +351,7 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
                 cond["guide"] = _denoised_guides(denoiser, guides.to(dev), has_guide.to(dev), sigma, guide_noise,
                                                  use_bf16)
             for group in optimizer.param_groups:
-                group["lr"] = tc.lr * group.get("lr_mult", 1.0) * min(1.0, step / max(1, tc.warmup_steps))
+                group["lr"] = tc.lr * group.get("lr_mult", 1.0) * lr_factor(step, tc)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(model, images, sigma=sigma, noise=noise, **cond).mean()
             optimizer.zero_grad(set_to_none=True)
@@ -426,6 +426,15 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
                 break
     bar.close()
     return last_ckpt
+
+
+def lr_factor(step: int, tc: TrainConfig) -> float:
+    """LR ÷ ``tc.lr`` at optimiser step ``step`` (1-based): linear warm-up, constant, then a linear cool-down
+    that reaches zero after step ``tc.steps``."""
+    warm = min(1.0, step / max(1, tc.warmup_steps))
+    if tc.cooldown_steps <= 0:
+        return warm
+    return min(warm, max(0.0, (tc.steps - step + 1) / tc.cooldown_steps))
 
 
 def _param_groups(denoiser, guide_lr_mult: float) -> list[dict]:
