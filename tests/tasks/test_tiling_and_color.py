@@ -129,3 +129,51 @@ def test_tiled_equals_untiled_for_a_guided_colour_denoiser():
         tiled = TiledDenoiser(d, tile=48, overlap=16)(x, sigma)
     assert (tiled - full).abs().mean() < 1e-4 * full.abs().mean()
     assert (tiled - full).abs().max() < 1e-3 * full.abs().max()
+
+
+def _rotate_chroma(x, angle):
+    """RGB → RGB with the chroma plane rotated by ``angle`` about the gray axis (luminance unchanged)."""
+    u = to_opponent(x)
+    c, s = math.cos(angle), math.sin(angle)
+    return from_opponent(torch.cat([u[:, :1], c * u[:, 1:2] + s * u[:, 2:3], c * u[:, 2:3] - s * u[:, 1:2]], 1))
+
+
+@pytest.mark.parametrize("guided", [False, True])
+@torch.no_grad()
+def test_chroma_bases_average_the_estimates_of_the_colour_image_with_its_chroma_rotated(guided):
+    torch.manual_seed(0)
+    net = UNet(preset("photo", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                      guide_channels=int(guided)))
+    for p in net.parameters():            # a nonlinear gray prior that is no rotation of its chroma
+        torch.nn.init.normal_(p, std=0.05)
+    gray = EDMDenoiser(net, 0.5).eval()
+    x, sigma = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([0.3, 0.5])
+    one = OpponentColorDenoiser(gray)
+    assert torch.equal(OpponentColorDenoiser(gray, chroma_bases=1)(x, sigma), one(x, sigma))
+    for bases in (2, 3):
+        angles = [0.5 * math.pi * k / bases for k in range(bases)]
+        expected = sum(_rotate_chroma(one(_rotate_chroma(x, a), sigma), -a) for a in angles) / bases
+        got = OpponentColorDenoiser(gray, chroma_bases=bases)(x, sigma)
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert (got - one(x, sigma)).abs().max() > 1e-3         # the bases do differ
+        # luminance is denoised once, untouched by the chroma bases
+        assert torch.allclose(to_opponent(got)[:, :1], to_opponent(one(x, sigma))[:, :1], atol=1e-5)
+
+
+def test_chroma_bases_keep_the_exact_colour_denoiser_exact():
+    # i.i.d. Gaussian colour pixels: the exact denoiser is rotation-invariant, so every basis gives it.
+    s2 = 0.25
+
+    class Gray:
+        sigma_min, sigma_max, channels = 0.002, 80.0, 1
+
+        def __call__(self, x, sigma, **cond):
+            lum = len(x) // 7                             # [lum, 3 bases × 2 chroma planes]
+            var = torch.where(torch.arange(len(x)) < lum, s2 / 3, s2).reshape(-1, 1, 1, 1)
+            return var / (var + sigma.reshape(-1, 1, 1, 1) ** 2) * x
+
+    x = torch.randn(2, 3, 4, 4)
+    out = OpponentColorDenoiser(Gray(), chroma_bases=3)(x, torch.tensor([0.3, 0.3]))
+    assert torch.allclose(out, s2 / (s2 + 0.09) * x, atol=1e-6)
+    with pytest.raises(ValueError, match="chroma_bases"):
+        OpponentColorDenoiser(Gray(), chroma_bases=0)
