@@ -70,13 +70,19 @@ def check_output_folder(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line and exit code 2, not argparse's usage block (subcommand parsers are of this class too)."""
+        self.exit(2, f"kuosan: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kuosan.config import TrainConfig
     from kuosan.nets.unet import PRESETS
 
     t = TrainConfig()
-    parser = argparse.ArgumentParser(prog="kuosan", description="Diffusion models for images: train, sample.",
-                                     epilog=EPILOG, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(prog="kuosan", description="Diffusion models for images: train, sample.",
+                     epilog=EPILOG, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--version", action="version", version=f"kuosan {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -99,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive_int, default=t.batch, help="images per step")
     p.add_argument("--lr", type=_positive_float, default=t.lr, help="AdamW learning rate")
     p.add_argument("--warmup", type=int, default=t.warmup_steps, help="LR warm-up steps")
+    p.add_argument("--cooldown", type=int, default=t.cooldown_steps,
+                   help="LR falls linearly to zero over the last this many of --steps (0: constant LR)")
     p.add_argument("--ema-halflife", type=_positive_float, default=t.ema_halflife_kimg,
                    help="EMA half-life in thousands of images")
     p.add_argument("--grad-clip", type=_nonneg_float, default=t.grad_clip, help="max gradient norm, 0 = off")
@@ -171,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=10, help="sampler steps for --mode sample")
     p.add_argument("--ensemble", type=int, default=1, choices=range(1, 9), metavar="1..8",
                    help="--mode mmse: average over this many flips/rotations (slower, slightly better)")
+    p.add_argument("--chroma-bases", type=int, default=2, choices=range(1, 9), metavar="1..8",
+                   help="colour images with a gray prior: average the chroma over this many rotated colour bases "
+                        "(each costs 2 network passes)")
     p.add_argument("--compare", metavar="PANEL.png", help="also write noisy | denoised side by side")
     _restore_options(p)
 
@@ -326,7 +337,8 @@ def cmd_denoise(args) -> None:
     image, dst = _restore_io(args)
     sigma = _noise_level(args.sigma, "--sigma", image, estimate_noise)
     out = denoise(image, sigma, model=args.model, mode=args.mode, steps=args.steps, seed=args.seed,
-                  ensemble=args.ensemble, tile=args.tile, device=resolve_device(args.device),
+                  ensemble=args.ensemble, chroma_bases=args.chroma_bases, tile=args.tile,
+                  device=resolve_device(args.device),
                   precision=args.precision, progress=True)
     _save_result(out, dst)
     if args.compare:
@@ -491,7 +503,8 @@ def cmd_train(args) -> None:
                       hflip=args.hflip if args.hflip is not None else not builtin, random_crop=args.random_crop)
     net = preset(args.preset, channels=data.channels, num_classes=len(data.class_names), dropout=args.dropout)
     tc = replace(TrainConfig(), steps=args.steps, batch=args.batch, lr=args.lr, warmup_steps=args.warmup,
-                 ema_halflife_kimg=args.ema_halflife, grad_clip=args.grad_clip, label_dropout=args.label_dropout,
+                 cooldown_steps=args.cooldown, ema_halflife_kimg=args.ema_halflife, grad_clip=args.grad_clip,
+                 label_dropout=args.label_dropout,
                  seed=args.seed, log_every=args.log_every, sample_every=args.sample_every,
                  checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, workers=args.workers,
                  max_minutes=args.minutes, deterministic=args.deterministic)
@@ -631,7 +644,10 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "denoise
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:            # --help (0) or a one-line argument error (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         COMMANDS[args.command](args)
     except KuosanError as e:

@@ -132,6 +132,7 @@ BAD = [
     (["denoise", "{root}/noisy.png", "{root}/o.xyz"], "unknown image format"),
     (["denoise", "{root}/noisy.png", "{root}/o.png", "--model", "{root}/nomodel"], "no such model"),
     (["denoise", "{root}/rgba.png", "{root}/o.jpg", "--sigma", "5"], "alpha"),
+    (["denoise", "{root}/noisy.png", "{root}/o.png", "--chroma-bases", "0"], "--chroma-bases"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--tile", "8"], "--tile"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--noise", "-1"], "--noise -1: must be between 0 and 255"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--noise", "some"], "--noise 'some': give a number"),
