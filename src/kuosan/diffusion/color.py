@@ -56,6 +56,11 @@ def _repeat_cond(cond: dict, batch: int, times: int) -> dict:
             for k, v in cond.items()}
 
 
+def _rotate_pair(p: Tensor, q: Tensor, c: float, s: float) -> tuple[Tensor, Tensor]:
+    """The planes (p, q) in the basis turned by the angle whose cosine is c and sine s; (c, −s) turns back."""
+    return c * p + s * q, c * q - s * p
+
+
 class OpponentColorDenoiser(nn.Module):
     """Wrap a 1-channel denoiser as a 3-channel one (see module docstring). Condition keywords pass through
     to every plane. A prior with a guide plane (``guide_channels`` ≥ 1) denoises luminance first and the two
@@ -91,7 +96,7 @@ class OpponentColorDenoiser(nn.Module):
         # Luminance plane as the gray prior sees it: the channel mean (= u0/√3) at noise σ/√3.
         lum_in = u[:, :1] / _S3
         c1, c2 = u[:, 1:2], u[:, 2:3]
-        chroma_in = torch.cat([p for c, s in self.rotations for p in (c * c1 + s * c2, c * c2 - s * c1)])
+        chroma_in = torch.cat([p for c, s in self.rotations for p in _rotate_pair(c1, c2, c, s)])
         if self.guided:
             lum = self.gray(lum_in, luminance_noise(sigma), **cond)
             chroma = self.gray(chroma_in, sigma.repeat(planes), guide=lum.repeat(planes, 1, 1, 1),
@@ -100,9 +105,8 @@ class OpponentColorDenoiser(nn.Module):
             d = self.gray(torch.cat([lum_in, chroma_in]), torch.cat([luminance_noise(sigma), sigma.repeat(planes)]),
                           **_repeat_cond(cond, b, 1 + planes))
             lum, chroma = d[:b], d[b:]
-        out1 = out2 = 0
-        for k, (c, s) in enumerate(self.rotations):   # rotate each basis's estimate back
-            d1, d2 = chroma[2 * k * b:(2 * k + 1) * b], chroma[(2 * k + 1) * b:(2 * k + 2) * b]
-            out1, out2 = out1 + (c * d1 - s * d2), out2 + (s * d1 + c * d2)
         n = len(self.rotations)
-        return from_opponent(torch.cat([lum * _S3, out1 / n, out2 / n], dim=1))
+        pairs = chroma.reshape(n, 2, b, *chroma.shape[1:])   # [basis, plane, batch, 1, H, W]
+        back = [_rotate_pair(d1, d2, c, -s) for (c, s), (d1, d2) in zip(self.rotations, pairs, strict=True)]
+        out1, out2 = (sum(planes_k) / n for planes_k in zip(*back, strict=True))
+        return from_opponent(torch.cat([lum * _S3, out1, out2], dim=1))
