@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(sampler from σ down to 0; seeds give different plausible results)")
     p.add_argument("--steps", type=_positive_int, default=10, help="sampler steps for --mode sample")
     p.add_argument("--ensemble", type=int, default=1, choices=range(1, 9), metavar="1..8",
-                   help="--mode mmse: average over this many flips/rotations (slower, slightly better)")
+                   help="--mode mmse: average over this many flips/rotations (slower, slightly better; a colour "
+                        "image with a gray prior: luminance over that many, chroma over that many flip×basis views, "
+                        "so 8 with 2 bases costs 24 network passes, one pass 5)")
     p.add_argument("--chroma-bases", type=int, default=2, choices=range(1, 9), metavar="1..8",
                    help="colour images with a gray prior: average the chroma over this many rotated colour bases "
                         "(each costs 2 network passes)")

@@ -8,7 +8,7 @@ import torch
 from kuosan.diffusion.color import OpponentColorDenoiser, from_opponent, to_opponent
 from kuosan.diffusion.precond import EDMDenoiser
 from kuosan.nets.unet import UNet, preset
-from kuosan.tasks.tiling import TiledDenoiser, tile_starts
+from kuosan.tasks.tiling import TiledDenoiser, tile_layout
 
 
 def local_denoiser(channels=1):
@@ -19,14 +19,22 @@ def local_denoiser(channels=1):
     return EDMDenoiser(net, 0.5).eval()
 
 
-def test_tile_starts_cover_the_whole_length_with_overlap():
-    for length, tile, overlap in [(100, 32, 8), (64, 64, 8), (65, 64, 8), (300, 256, 64), (10, 32, 8)]:
-        starts = tile_starts(length, tile, overlap)
+def test_tile_layout_covers_the_length_with_overlap_and_few_pixels_twice():
+    cases = [(100, 32, 8), (64, 64, 8), (65, 64, 8), (300, 256, 64), (10, 32, 8), (4000, 512, 64),
+             (3000, 256, 64), (512, 256, 64), (257, 256, 64)]
+    for length, tile, overlap in cases:
+        size, starts = tile_layout(length, tile, overlap)
+        assert size <= tile and starts[0] == 0 and starts[-1] + size == length
         covered = set()
         for s in starts:
-            covered.update(range(s, min(s + tile, length)))
+            covered.update(range(s, s + size))
         assert covered == set(range(length))
-        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+        assert all(size - (b - a) >= overlap for a, b in zip(starts, starts[1:], strict=False))
+        # fewest tiles that can overlap so: one fewer could not cover the length
+        n = len(starts)
+        assert n == 1 or (n - 1) * (tile - overlap) + overlap < length
+    # a 4000-pixel side in 512-pixel tiles: 9 tiles of 504, not 10 of 512 with the last mostly repeated
+    assert tile_layout(4000, 512, 64) == (504, [0, 437, 874, 1311, 1748, 2185, 2622, 3059, 3496])
 
 
 def test_tiled_equals_untiled_for_a_local_network():
@@ -61,7 +69,7 @@ def test_opponent_wrapper_of_an_exact_gray_denoiser_is_the_exact_colour_denoiser
         sigma_min, sigma_max, channels = 0.002, 80.0, 1
 
         def __call__(self, x, sigma, **cond):
-            var = torch.where(torch.arange(len(x)) < len(x) // 3, s**2 / 3, s**2)   # mean plane first
+            var = torch.where(sigma < 0.3 - 1e-6, s**2 / 3, s**2)    # the mean plane comes at σ/√3
             sig = sigma.reshape(-1, 1, 1, 1)
             return var.reshape(-1, 1, 1, 1) / (var.reshape(-1, 1, 1, 1) + sig**2) * x
 
@@ -168,8 +176,7 @@ def test_chroma_bases_keep_the_exact_colour_denoiser_exact():
         sigma_min, sigma_max, channels = 0.002, 80.0, 1
 
         def __call__(self, x, sigma, **cond):
-            lum = len(x) // 7                             # [lum, 3 bases × 2 chroma planes]
-            var = torch.where(torch.arange(len(x)) < lum, s2 / 3, s2).reshape(-1, 1, 1, 1)
+            var = torch.where(sigma < 0.3 - 1e-6, s2 / 3, s2).reshape(-1, 1, 1, 1)   # luminance at σ/√3
             return var / (var + sigma.reshape(-1, 1, 1, 1) ** 2) * x
 
     x = torch.randn(2, 3, 4, 4)
@@ -177,3 +184,25 @@ def test_chroma_bases_keep_the_exact_colour_denoiser_exact():
     assert torch.allclose(out, s2 / (s2 + 0.09) * x, atol=1e-6)
     with pytest.raises(ValueError, match="chroma_bases"):
         OpponentColorDenoiser(Gray(), chroma_bases=0)
+
+
+@pytest.mark.parametrize("guided", [False, True])
+@torch.no_grad()
+def test_colour_flips_average_luminance_over_the_turns_and_chroma_over_that_many_views(guided):
+    from kuosan.diffusion.symmetry import FlipEnsemble
+
+    torch.manual_seed(0)
+    net = UNet(preset("photo", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                      guide_channels=int(guided)))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    gray = EDMDenoiser(net, 0.5).eval()
+    x, sigma = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(1)), torch.tensor([0.3, 0.5])
+    for bases, flips, chroma_turns in [(1, 1, 1), (2, 8, 4), (2, 3, 2), (3, 8, 3), (1, 5, 5)]:
+        one = OpponentColorDenoiser(gray, chroma_bases=bases)
+        got = to_opponent(OpponentColorDenoiser(gray, chroma_bases=bases, flips=flips)(x, sigma))
+        lum = to_opponent(FlipEnsemble(one, flips)(x, sigma))[:, :1]
+        # each turn's chroma planes are guided by that turn's own luminance, as a whole pass of ``one`` does
+        chroma = to_opponent(FlipEnsemble(one, chroma_turns)(x, sigma))[:, 1:]
+        assert torch.allclose(got, torch.cat([lum, chroma], 1), atol=1e-5)
+    assert (got - to_opponent(one(x, sigma))).abs().max() > 1e-3

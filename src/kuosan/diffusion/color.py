@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from kuosan.diffusion.precond import as_sigma_batch
+from kuosan.diffusion.symmetry import DIHEDRAL, check_flips, turn, turn_back, turn_cond
 
 _S3, _S2, _S6 = math.sqrt(3.0), math.sqrt(2.0), math.sqrt(6.0)
 OPPONENT = torch.tensor([[1 / _S3, 1 / _S3, 1 / _S3],
@@ -64,7 +65,7 @@ def _rotate_pair(p: Tensor, q: Tensor, c: float, s: float) -> tuple[Tensor, Tens
 class OpponentColorDenoiser(nn.Module):
     """Wrap a 1-channel denoiser as a 3-channel one (see module docstring). Condition keywords pass through
     to every plane. A prior with a guide plane (``guide_channels`` ≥ 1) denoises luminance first and the two
-    chroma planes beside it; otherwise all three planes go through in one batch.
+    chroma planes beside it.
 
     ``chroma_bases`` > 1 denoises the chroma pair in that many orthonormal bases of the chroma plane, rotated
     by 90°/``chroma_bases`` apart, and averages the estimates rotated back (a self-ensemble in colour space).
@@ -72,15 +73,22 @@ class OpponentColorDenoiser(nn.Module):
     trained on, so each basis gives an estimate as good as the first, with errors partly independent:
     2 bases, measured on the held-out photos, one pass +0.03 to +0.05 dB (+0.02 to +0.04 under the 8-fold
     flip ensemble) for 5 network passes instead of 3.
+
+    ``flips`` > 1 is the flip/rotation self-ensemble (``kuosan.diffusion.symmetry``) done plane by plane:
+    the luminance is averaged over ``flips`` turns of the image, the chroma over ``flips`` views, a view being
+    a (turn, basis) pair — the first ⌈flips / chroma_bases⌉ turns in every basis — each chroma plane guided
+    by its own turn's luminance, as in training. With 2 bases, 8 flips take 24 passes where averaging the
+    whole colour denoiser over 8 turns takes 40, for 0.000–0.003 dB less (held-out photos, σ = 15–50).
     """
 
     channels = 3
 
-    def __init__(self, gray: nn.Module, chroma_bases: int = 1):
+    def __init__(self, gray: nn.Module, chroma_bases: int = 1, flips: int = 1):
         super().__init__()
         if chroma_bases < 1:
             raise ValueError(f"chroma_bases must be ≥ 1, got {chroma_bases}")
-        self.gray = gray
+        check_flips(flips)
+        self.gray, self.flips = gray, flips
         self.sigma_min = getattr(gray, "sigma_min", 0.002)
         self.sigma_max = getattr(gray, "sigma_max", 80.0)
         self.guided = getattr(gray, "guide_channels", 0) >= 1
@@ -90,23 +98,25 @@ class OpponentColorDenoiser(nn.Module):
     def forward(self, x: Tensor, sigma: Tensor | float, **cond) -> Tensor:
         if x.shape[1] != 3:
             raise ValueError(f"OpponentColorDenoiser takes 3-channel images, got {x.shape[1]}")
-        b, planes = x.shape[0], 2 * len(self.rotations)
+        b = x.shape[0]
         sigma = as_sigma_batch(sigma, x)
         u = to_opponent(x)
         # Luminance plane as the gray prior sees it: the channel mean (= u0/√3) at noise σ/√3.
-        lum_in = u[:, :1] / _S3
-        c1, c2 = u[:, 1:2], u[:, 2:3]
-        chroma_in = torch.cat([p for c, s in self.rotations for p in _rotate_pair(c1, c2, c, s)])
-        if self.guided:
-            lum = self.gray(lum_in, luminance_noise(sigma), **cond)
-            chroma = self.gray(chroma_in, sigma.repeat(planes), guide=lum.repeat(planes, 1, 1, 1),
-                               **_repeat_cond(cond, b, planes))
-        else:
-            d = self.gray(torch.cat([lum_in, chroma_in]), torch.cat([luminance_noise(sigma), sigma.repeat(planes)]),
-                          **_repeat_cond(cond, b, 1 + planes))
-            lum, chroma = d[:b], d[b:]
-        n = len(self.rotations)
-        pairs = chroma.reshape(n, 2, b, *chroma.shape[1:])   # [basis, plane, batch, 1, H, W]
-        back = [_rotate_pair(d1, d2, c, -s) for (c, s), (d1, d2) in zip(self.rotations, pairs, strict=True)]
-        out1, out2 = (sum(planes_k) / n for planes_k in zip(*back, strict=True))
-        return from_opponent(torch.cat([lum * _S3, out1, out2], dim=1))
+        lum_in, c1, c2 = u[:, :1] / _S3, u[:, 1:2], u[:, 2:3]
+        chroma_turns = -(-self.flips // len(self.rotations))
+        pair_sigma, pair_cond = sigma.repeat(2), _repeat_cond(cond, b, 2)
+        lum_total, chroma_total = torch.zeros_like(lum_in), torch.zeros_like(u[:, 1:])
+        for i, (k, flip) in enumerate(DIHEDRAL[:self.flips]):
+            lum = self.gray(turn(lum_in, k, flip), luminance_noise(sigma), **turn_cond(cond, lum_in, k, flip))
+            lum_total += turn_back(lum, k, flip)
+            if i >= chroma_turns:
+                continue
+            guide = {"guide": lum.repeat(2, 1, 1, 1)} if self.guided else {}
+            # One basis (two planes) per call: less peak memory than one batch of every basis's planes
+            # (two bases, a 512² tile: 1.17 GiB above the loaded model instead of 1.60).
+            for c, s in self.rotations:
+                pair = torch.cat(_rotate_pair(turn(c1, k, flip), turn(c2, k, flip), c, s))
+                d = self.gray(pair, pair_sigma, **guide, **turn_cond(pair_cond, c1, k, flip))
+                chroma_total += turn_back(torch.cat(_rotate_pair(d[:b], d[b:], c, -s), dim=1), k, flip)
+        chroma = chroma_total / (chroma_turns * len(self.rotations))
+        return from_opponent(torch.cat([lum_total / self.flips * _S3, chroma], dim=1))
