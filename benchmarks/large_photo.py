@@ -6,9 +6,10 @@ given white Gaussian noise (σ = 25 in 0–255 units, seed 0), gray and RGB. Eac
 (``kuosan denoise IN OUT``, the noise level estimated) in a fresh process, which reports its own peak resident
 memory (``getrusage``: everything, Python and torch included) and wall time. PSNR is against the mirrored clean
 photo. ``--bm3d`` adds BM3D on the same gray
-photo (given the true σ; slow: minutes per megapixel on 2 cores).
+photo (given the true σ; slow: minutes per megapixel on 2 cores). ``--tiles 256,512`` runs kuosan once per tile
+size (``kuosan denoise --tile``; the default is the command's own).
 
-    python benchmarks/large_photo.py [--size 4000x3000] [--kinds gray,rgb] [--threads N] [--bm3d]
+    python benchmarks/large_photo.py [--size 4000x3000] [--kinds gray,rgb] [--tiles T,...] [--threads N] [--bm3d]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def make_photo(folder: Path, size: tuple[int, int], kind: str) -> tuple[Path, Pa
 
 def child(args: list[str]) -> None:
     """Run one case in this process and print its peak memory and time as JSON."""
-    what, threads = args[0], int(args[1])
+    what, threads, tile = args[0], int(args[1]), args[4]
     import torch
 
     if threads:
@@ -56,7 +57,7 @@ def child(args: list[str]) -> None:
     if what == "kuosan":
         from kuosan.cli import main
 
-        code = main(["denoise", args[2], args[3]])
+        code = main(["denoise", args[2], args[3]] + (["--tile", tile] if tile != "default" else []))
         if code:
             raise SystemExit(code)
     else:
@@ -70,8 +71,8 @@ def child(args: list[str]) -> None:
     print(json.dumps({"seconds": seconds, "peak_gib": peak_kib / 2**20}))
 
 
-def run_case(what: str, noisy: Path, out: Path, threads: int) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--child", what, str(threads), str(noisy), str(out)],
+def run_case(what: str, noisy: Path, out: Path, threads: int, tile: str = "default") -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", what, str(threads), str(noisy), str(out), tile],
                             capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"{what} failed:\n{result.stderr}")
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--size", default="4000x3000", help="W×H of the test photo")
     parser.add_argument("--kinds", default="gray,rgb")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--tiles", default="default", help="kuosan tile sizes to compare, e.g. 256,512")
     parser.add_argument("--bm3d", action="store_true", help="also BM3D on the gray photo (slow)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -96,12 +98,13 @@ def main() -> None:
         folder = Path(tmp)
         for kind in args.kinds.split(","):
             clean, noisy = make_photo(folder, size, kind)
-            cases = [("kuosan denoise (σ auto)", "kuosan")]
+            cases = [(f"kuosan denoise (σ auto{'' if t == 'default' else ', tile ' + t})", "kuosan", t)
+                     for t in args.tiles.split(",")]
             if args.bm3d and kind == "gray":
-                cases.append(("BM3D (true σ)", "bm3d"))
-            for label, what in cases:
-                out = folder / f"out-{kind}-{what}.png"
-                r = run_case(what, noisy, out, args.threads)
+                cases.append(("BM3D (true σ)", "bm3d", "default"))
+            for label, what, tile in cases:
+                out = folder / f"out-{kind}-{what}-{tile}.png"
+                r = run_case(what, noisy, out, args.threads, tile)
                 r["psnr"] = psnr(Image.open(out), Image.open(clean))
                 rows.append((kind, label, r))
                 print(f"{kind} {label}: {r['seconds']:.0f} s, peak {r['peak_gib']:.2f} GiB, {r['psnr']:.2f} dB",

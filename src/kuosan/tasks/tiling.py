@@ -1,6 +1,7 @@
 """Apply a denoiser to images of any size in overlapping tiles, so memory stays bounded.
 
-Tiles of ``tile``×``tile`` pixels overlap by ``overlap``; each output pixel is the average of the tiles
+Tiles of at most ``tile``×``tile`` pixels overlap by at least ``overlap`` (``tile_layout``: as few tiles as
+that allows, spread evenly, so little is computed twice); each output pixel is the average of the tiles
 covering it, weighted by a ramp that falls linearly towards a tile's inner edges (never at the image's
 border). For a local network (the ``photo`` preset: no attention, no normalisation statistics) the
 result matches the untiled one up to the effect of the tile borders inside the overlap.
@@ -12,13 +13,17 @@ import torch
 from torch import Tensor, nn
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, length) with tiles of ``tile`` overlapping by at least ``overlap``."""
+def tile_layout(length: int, tile: int, overlap: int, multiple: int = 8) -> tuple[int, list[int]]:
+    """The tile size (at most ``tile``) and start offsets that cover [0, length) with the fewest tiles
+    overlapping by at least ``overlap``, spread evenly: the tiles are only as large as that count needs
+    (rounded up to ``multiple``, so a UNet has nothing to pad), which keeps the pixels computed twice few."""
     if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
+        return length, [0]
+    count = -(-(length - overlap) // (tile - overlap))
+    size = -(-(length + (count - 1) * overlap) // count)
+    size = min(tile, -(-size // multiple) * multiple, length)
+    span = length - size
+    return size, [i * span // (count - 1) for i in range(count)]
 
 
 def _ramp(length: int, start: int, tile: int, total: int, overlap: int) -> Tensor:
@@ -35,7 +40,9 @@ def _ramp(length: int, start: int, tile: int, total: int, overlap: int) -> Tenso
 
 
 class TiledDenoiser(nn.Module):
-    """D computed tile by tile (see module docstring); images that fit one tile go through unchanged."""
+    """D computed tile by tile (see module docstring); images that fit one tile go through unchanged.
+    Memory grows with ``tile``² and time with the pixels the tiles cover: at ``tile`` 256 and ``overlap`` 64 a
+    large image costs ~1.8× its own area, at 512 ~1.3×."""
 
     def __init__(self, denoiser, tile: int = 256, overlap: int = 64, progress: bool = False):
         super().__init__()
@@ -52,8 +59,8 @@ class TiledDenoiser(nn.Module):
             return self.denoiser(x, sigma, **cond)
         out = torch.zeros_like(x)
         weight = torch.zeros((h, w), dtype=x.dtype, device=x.device)
-        th, tw = min(self.tile, h), min(self.tile, w)
-        rows, cols = tile_starts(h, th, self.overlap), tile_starts(w, tw, self.overlap)
+        th, rows = tile_layout(h, self.tile, self.overlap)
+        tw, cols = tile_layout(w, self.tile, self.overlap)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
