@@ -11,9 +11,11 @@ from kuosan.nets.unet import UNet, preset
 from kuosan.tasks.tiling import TiledDenoiser, tile_layout
 
 
-def local_denoiser(channels=1):
+def local_denoiser(channels=1, guided=False):
+    """A small random photo-preset denoiser: local, nonlinear, and no rotation of its chroma."""
     torch.manual_seed(0)
-    net = UNet(preset("photo", channels=channels, base_channels=8, channel_mult=(1, 2), num_res_blocks=1))
+    net = UNet(preset("photo", channels=channels, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                      guide_channels=int(guided)))
     for p in net.parameters():                 # zero-initialised output layers would hide tiling errors
         torch.nn.init.normal_(p, std=0.05)
     return EDMDenoiser(net, 0.5).eval()
@@ -124,12 +126,7 @@ def test_a_guided_net_with_zero_guide_weights_is_the_unguided_colour_denoiser():
 
 
 def test_tiled_equals_untiled_for_a_guided_colour_denoiser():
-    torch.manual_seed(0)
-    net = UNet(preset("photo", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                      guide_channels=1))
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    d = OpponentColorDenoiser(EDMDenoiser(net, 0.5).eval())
+    d = OpponentColorDenoiser(local_denoiser(guided=True))
     x = torch.randn(1, 3, 96, 80, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([0.3])
     with torch.no_grad():
@@ -149,12 +146,7 @@ def _rotate_chroma(x, angle):
 @pytest.mark.parametrize("guided", [False, True])
 @torch.no_grad()
 def test_chroma_bases_average_the_estimates_of_the_colour_image_with_its_chroma_rotated(guided):
-    torch.manual_seed(0)
-    net = UNet(preset("photo", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                      guide_channels=int(guided)))
-    for p in net.parameters():            # a nonlinear gray prior that is no rotation of its chroma
-        torch.nn.init.normal_(p, std=0.05)
-    gray = EDMDenoiser(net, 0.5).eval()
+    gray = local_denoiser(guided=guided)
     x, sigma = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([0.3, 0.5])
     one = OpponentColorDenoiser(gray)
     assert torch.equal(OpponentColorDenoiser(gray, chroma_bases=1)(x, sigma), one(x, sigma))
@@ -191,12 +183,7 @@ def test_chroma_bases_keep_the_exact_colour_denoiser_exact():
 def test_colour_flips_average_luminance_over_the_turns_and_chroma_over_that_many_views(guided):
     from kuosan.diffusion.symmetry import FlipEnsemble
 
-    torch.manual_seed(0)
-    net = UNet(preset("photo", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                      guide_channels=int(guided)))
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    gray = EDMDenoiser(net, 0.5).eval()
+    gray = local_denoiser(guided=guided)
     x, sigma = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(1)), torch.tensor([0.3, 0.5])
     for bases, flips, chroma_turns in [(1, 1, 1), (2, 8, 4), (2, 3, 2), (3, 8, 3), (1, 5, 5)]:
         one = OpponentColorDenoiser(gray, chroma_bases=bases)
