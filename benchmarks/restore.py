@@ -2,7 +2,8 @@
 
 Denoising: centre 256×256 crops, white Gaussian noise (σ = 15, 25, 50 in 0–255 units, seed 0, not clipped), gray
 and RGB. PSNR / SSIM / seconds per image of kuosan (MMSE, given σ), kuosan with σ estimated (``--sigma auto``),
-kuosan averaged over ``--ensemble`` (8) flips/rotations, and BM3D (``bm3d.bm3d`` / ``bm3d.bm3d_rgb`` given the
+kuosan averaged over ``--ensemble`` (8) flips/rotations, kuosan fitted to each image first (``--adapt`` 10
+GainTuning steps, alone and with the ensemble), and BM3D (``bm3d.bm3d`` / ``bm3d.bm3d_rgb`` given the
 true σ), all in this one run on this machine. Super-resolution ×2 and ×4: the low-resolution input is the crop
 shrunk with antialiased bicubic (Pillow's, ``BicubicDownsample``) or box averaging, and (×4 bicubic) the same with
 white noise σ = 10 added; kuosan ``upscale`` (mmse, told the kernel; noise given or ``auto``) vs bicubic
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--kinds", default="gray,rgb", help="which rows: gray, rgb or both")
     parser.add_argument("--ensemble", type=int, default=8, choices=range(2, 9), metavar="2..8",
                         help="flips/rotations averaged in the self-ensemble column")
+    parser.add_argument("--adapt", type=int, default=10, metavar="STEPS",
+                        help="GainTuning steps in the adapted columns (kuosan denoise --adapt; 0: leave them out)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="kuosan's arithmetic, as the restore commands' --precision")
     parser.add_argument("--device", default="cpu", help="where kuosan runs (cpu, cuda); the times are that device's")
@@ -122,22 +125,33 @@ def main() -> None:
                 ens, t_ens = timed(kuosan.denoise, noisy32, sigma, model=prior, ensemble=args.ensemble,
                                       device=device)
                 ref, t_ref = timed(bm3d_denoise, noisy, sigma / 255, channels)
+                adapted = adapted_ens = (np.nan, np.nan, np.nan)
+                if args.adapt:
+                    out, t = timed(kuosan.denoise, noisy32, sigma, model=prior, adapt=args.adapt, device=device)
+                    adapted = (psnr(out, clean), ssim(out, clean), t)
+                    out, t = timed(kuosan.denoise, noisy32, sigma, model=prior, adapt=args.adapt,
+                                   ensemble=args.ensemble, device=device)
+                    adapted_ens = (psnr(out, clean), ssim(out, clean), t)
                 rows.append(dict(kind=kind, sigma=sigma, name=name, est=est,
                                  noisy=psnr(noisy, clean),
                                  ours=(psnr(ours, clean), ssim(ours, clean), t_ours),
                                  auto=(psnr(auto, clean), ssim(auto, clean), t_auto),
                                  ens=(psnr(ens, clean), ssim(ens, clean), t_ens),
-                                 bm3d=(psnr(ref, clean), ssim(ref, clean), t_ref)))
+                                 bm3d=(psnr(ref, clean), ssim(ref, clean), t_ref),
+                                 adapted=adapted, adapted_ens=adapted_ens))
                 r = rows[-1]
                 print(f"{kind:4s} σ={sigma:2d} {name:17s} est σ {est:5.1f}  noisy {r['noisy']:5.2f}  "
                       f"kuosan {r['ours'][0]:5.2f}/{r['ours'][1]:.3f} {t_ours:4.1f}s  "
                       f"auto {r['auto'][0]:5.2f}  ens{args.ensemble} {r['ens'][0]:5.2f} {t_ens:4.1f}s  "
-                      f"BM3D {r['bm3d'][0]:5.2f}/{r['bm3d'][1]:.3f} {t_ref:4.1f}s", flush=True)
+                      f"BM3D {r['bm3d'][0]:5.2f}/{r['bm3d'][1]:.3f} {t_ref:4.1f}s  "
+                      f"adapted {adapted[0]:5.2f} {adapted[2]:4.1f}s  "
+                      f"+ens {adapted_ens[0]:5.2f} {adapted_ens[2]:4.1f}s",
+                      flush=True)
                 if kind == "rgb" and sigma == 25 and panel is None:
                     panel = [np.clip(noisy, 0, 1), np.clip(ref, 0, 1), np.clip(ours, 0, 1), clean]
 
     if sigmas:
-        denoising_table(rows, sigmas, args.ensemble)
+        denoising_table(rows, sigmas, args.ensemble, args.adapt)
     if panel is not None and args.panel:
         from PIL import Image
 
@@ -152,11 +166,13 @@ def main() -> None:
         inpainting_table(priors, kinds, held_out_photos, device)
 
 
-def denoising_table(rows, sigmas, ensemble: int) -> None:
+def denoising_table(rows, sigmas, ensemble: int, adapt: int) -> None:
     print("\nDenoising, mean over held-out photos (PSNR dB / SSIM / s per 256² image):")
-    print(f"| kind | σ | noisy | BM3D (true σ) | kuosan mmse (true σ) | kuosan σ auto | kuosan ensemble×{ensemble} | "
-          "kuosan − BM3D |")
-    print("|---|---|---|---|---|---|---|---|")
+    adapted = ((f" kuosan adapt {adapt} | kuosan adapt {adapt} + ensemble×{ensemble} |", "---|---|") if adapt
+               else ("", ""))
+    print(f"| kind | σ | noisy | BM3D (true σ) | kuosan mmse (true σ) | kuosan σ auto | kuosan ensemble×{ensemble} |"
+          f"{adapted[0]} kuosan − BM3D |")
+    print(f"|---|---|---|---|---|---|---|{adapted[1]}---|")
     for kind in ("gray", "rgb"):
         for sigma in sigmas:
             sel = [r for r in rows if r["kind"] == kind and r["sigma"] == sigma]
@@ -170,8 +186,13 @@ def denoising_table(rows, sigmas, ensemble: int) -> None:
                   f"{mean('bm3d', 0):.2f} / {mean('bm3d', 1):.3f} / {mean('bm3d', 2):.1f} | "
                   f"{mean('ours', 0):.2f} / {mean('ours', 1):.3f} / {mean('ours', 2):.1f} | "
                   f"{mean('auto', 0):.2f} / {mean('auto', 1):.3f} / {mean('auto', 2):.1f} | "
-                  f"{mean('ens', 0):.2f} / {mean('ens', 1):.3f} / {mean('ens', 2):.1f} | "
-                  f"{mean('ours', 0) - mean('bm3d', 0):+.2f} (ens {mean('ens', 0) - mean('bm3d', 0):+.2f}) |")
+                  f"{mean('ens', 0):.2f} / {mean('ens', 1):.3f} / {mean('ens', 2):.1f} | " +
+                  (f"{mean('adapted', 0):.2f} / {mean('adapted', 1):.3f} / {mean('adapted', 2):.1f} | "
+                   f"{mean('adapted_ens', 0):.2f} / {mean('adapted_ens', 1):.3f} / {mean('adapted_ens', 2):.1f} | "
+                   if adapt else "") +
+                  f"{mean('ours', 0) - mean('bm3d', 0):+.2f} (ens {mean('ens', 0) - mean('bm3d', 0):+.2f}" +
+                  (f", adapt {mean('adapted', 0) - mean('bm3d', 0):+.2f}, "
+                   f"both {mean('adapted_ens', 0) - mean('bm3d', 0):+.2f}" if adapt else "") + ") |")
 
 
 

@@ -69,6 +69,9 @@ def test_cli_denoise_upscale_inpaint(files, tiny_rgb_model):
     assert Image.open(root / "panel.png").size == (64 * 2 + 8, 48)
     assert main(["denoise", str(root / "noisy.png"), str(root / "s.png"), "--mode", "sample", "--steps", "2",
                  *model]) == 0
+    assert main(["denoise", str(root / "noisy.png"), str(root / "a.png"), "--sigma", "20", "--adapt", "2",
+                 *model]) == 0
+    assert Image.open(root / "a.png").size == (64, 48)
 
     assert main(["upscale", str(root / "rgba.png"), str(root / "u.png"), "--scale", "2", "--steps", "2",
                  *model]) == 0
@@ -133,6 +136,8 @@ BAD = [
     (["denoise", "{root}/noisy.png", "{root}/o.png", "--model", "{root}/nomodel"], "no such model"),
     (["denoise", "{root}/rgba.png", "{root}/o.jpg", "--sigma", "5"], "alpha"),
     (["denoise", "{root}/noisy.png", "{root}/o.png", "--chroma-bases", "0"], "--chroma-bases"),
+    (["denoise", "{root}/noisy.png", "{root}/o.png", "--adapt", "-1"], "--adapt"),
+    (["denoise", "{root}/noisy.png", "{root}/o.png", "--adapt", "2", "--mode", "sample"], "mode mmse"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--tile", "8"], "--tile"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--noise", "-1"], "--noise -1: must be between 0 and 255"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--noise", "some"], "--noise 'some': give a number"),

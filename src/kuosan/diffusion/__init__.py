@@ -2,8 +2,8 @@
 
 The forward process is ``x_σ = x0 + σ·n``. Everything here is plain tensor math and imports nothing
 else from kuosan: the forward process and its VP form, σ ladders for sampling, preconditioning that
-turns a raw network into a denoiser ``D(x, sigma, **cond) -> x0_hat``, guidance wrappers, and the
-training loss.
+turns a raw network into a denoiser ``D(x, sigma, **cond) -> x0_hat``, guidance wrappers, the
+training loss and Stein's unbiased risk estimate.
 """
 
 from kuosan.diffusion.forward import (
@@ -22,7 +22,7 @@ from kuosan.diffusion.ladders import (
     loglinear_sigmas,
     vp_sigmas,
 )
-from kuosan.diffusion.loss import EDMLoss
+from kuosan.diffusion.loss import EDMLoss, sure
 from kuosan.diffusion.precond import Denoiser, EDMDenoiser, VPEpsDenoiser, as_sigma_batch
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "loglinear_sigmas",
     "vp_sigmas",
     "EDMLoss",
+    "sure",
     "Denoiser",
     "EDMDenoiser",
     "VPEpsDenoiser",

@@ -37,3 +37,23 @@ class EDMLoss:
         x0_hat = denoiser(x0 + sigma.reshape(-1, 1, 1, 1) * noise, sigma, **cond)
         per_sample = (x0_hat.float() - x0.float()).pow(2).flatten(1).mean(1)
         return self.weight(sigma) * per_sample
+
+
+def sure(denoiser, y: Tensor, sigma: float, *, generator: torch.Generator | None = None,
+         epsilon: float = 1e-3, **cond) -> Tensor:
+    """Stein's unbiased risk estimate of ``denoiser`` at σ for one noisy batch y = x0 + σ·n (n white, unit):
+    an estimate of mean((D(y; σ) − x0)²) that needs no x0 (Stein 1981),
+
+        SURE = mean((y − D(y))²) − σ² + 2σ²·div D(y) / N,
+
+    the divergence by Monte Carlo (Ramani, Blu & Unser 2008): bᵀ(D(y + εb) − D(y))/ε with b ~ N(0, I) and
+    ε = ``epsilon``·σ, exact in expectation for a locally linear D. Differentiable, so a denoiser's parameters can
+    be fitted to a noisy image by minimising it (``kuosan.tasks.adapt``). Run D in float32: bf16 rounding
+    would swamp the ε-sized difference."""
+    probe = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+    step = epsilon * sigma
+    sigmas = torch.full((y.shape[0],), sigma, device=y.device, dtype=y.dtype)
+    estimate = denoiser(y, sigmas, **cond)
+    nudged = denoiser(y + step * probe, sigmas, **cond)
+    divergence = (probe * (nudged - estimate)).mean() / step
+    return (y - estimate).pow(2).mean() - sigma**2 + 2 * sigma**2 * divergence

@@ -389,8 +389,8 @@ def estimate_noise(image) -> float:
 
 
 def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int = 10,
-            seed: int = 0, ensemble: int = 1, chroma_bases: int = 2, tile: int = 256, device: str = "cpu",
-            precision: str = "auto", progress: bool = False):
+            seed: int = 0, ensemble: int = 1, chroma_bases: int = 2, adapt: int = 0, tile: int = 256,
+            device: str = "cpu", precision: str = "auto", progress: bool = False):
     """Denoise a PIL image or array (gray, RGB, RGBA; alpha kept). ``sigma`` in 0–255 pixel units, or None
     to estimate it (``estimate_noise``). Returns the same kind of image.
 
@@ -399,11 +399,15 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
     (``OpponentColorDenoiser(flips=...)``). ``chroma_bases``: a colour image restored by a gray prior
     has its chroma denoised in this many rotated bases and averaged (``OpponentColorDenoiser``; 2 by default:
     +0.03–0.05 dB in one pass, +0.02–0.04 with ``ensemble=8``, for 5 network passes instead of 3; a colour
-    prior ignores it)."""
+    prior ignores it). ``adapt`` (``mmse`` mode): first fit the prior's channel gains to this image for that many
+    steps by minimising SURE at its σ (``kuosan.tasks.adapt.gain_tune``; 0: off; each step costs about 2.5
+    network passes per plane pass, on one tile-sized crop)."""
     if not 1 <= chroma_bases <= 8:
         raise KuosanError(f"chroma_bases must be 1 to 8, got {chroma_bases}")
     if not 1 <= ensemble <= 8:
         raise KuosanError(f"ensemble must be 1 to 8, got {ensemble}")
+    if adapt < 0 or (adapt and mode != "mmse"):
+        raise KuosanError(f"adapt must be ≥ 0 steps and works with mode mmse, got {adapt} with {mode}")
     picture = _Picture(image)
     if sigma is None:
         sigma_model = estimate_sigma(picture.tensor)
@@ -411,12 +415,28 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
         if not sigma >= 0:
             raise KuosanError(f"sigma must be ≥ 0, got {sigma}")
         sigma_model = pixel_to_model_sigma(sigma)
-    d = prepare(load_prior(model, device, picture.channels, precision), picture.channels, tile,
-                progress=progress and mode == "mmse", chroma_bases=chroma_bases,
+    y = picture.tensor.to(device)
+    prior = load_prior(model, device, picture.channels, precision)
+    if adapt and sigma_model > prior.sigma_min:
+        prior = adapt_prior(prior, y, min(sigma_model, prior.sigma_max), adapt, tile or 256, seed, progress)
+    d = prepare(prior, picture.channels, tile, progress=progress and mode == "mmse", chroma_bases=chroma_bases,
                 flips=ensemble if mode == "mmse" else 1)
-    out = denoise_tensor(d, picture.tensor.to(device), sigma_model, mode=mode, steps=steps, seed=seed,
-                         progress=progress)
+    out = denoise_tensor(d, y, sigma_model, mode=mode, steps=steps, seed=seed, progress=progress)
     return picture.give_back(out)
+
+
+def adapt_prior(prior, y: Tensor, sigma: float, steps: int, patch: int = 256, seed: int = 0,
+                progress: bool = False):
+    """A copy of ``prior`` fitted to the noisy image y (noise σ, model units) by GainTuning (``tasks.adapt``),
+    through the denoiser of y's kind in one pass (a gray prior on a colour image: one chroma basis)."""
+    from kuosan.tasks.adapt import gain_tune
+
+    bar = _bar(steps) if progress else None
+    tuned = gain_tune(prior, y, sigma, steps=steps, wrap=lambda net: prepare(net, y.shape[1], tile=0),
+                      patch=patch, seed=seed, callback=(lambda info: bar.update(1)) if bar is not None else None)
+    if bar is not None:
+        bar.close()
+    return tuned
 
 
 def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int | None = None,
