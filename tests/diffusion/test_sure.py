@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kuosan.diffusion import sure
+from kuosan.diffusion import sure, sure_backward
 
 
 class Shrink(torch.nn.Module):
@@ -43,3 +43,21 @@ def test_sure_is_differentiable_and_its_minimiser_is_the_wiener_gain():
         loss.backward()
         opt.step()
     assert a.item() == pytest.approx(s**2 / (s**2 + sigma**2), abs=0.02)
+
+
+def test_sure_backward_gives_sures_value_and_gradient():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 1, 3, padding=1))
+    y = torch.randn(2, 1, 16, 16)
+
+    def d(x, sigma):
+        return x + net(x)
+
+    value = sure(d, y, 0.3, generator=torch.Generator().manual_seed(5))
+    value.backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    got = sure_backward(d, y, 0.3, generator=torch.Generator().manual_seed(5))
+    assert got == pytest.approx(value.item(), abs=1e-5)
+    for p, g in zip(net.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)

@@ -22,7 +22,7 @@ from kuosan.diffusion.ladders import (
     loglinear_sigmas,
     vp_sigmas,
 )
-from kuosan.diffusion.loss import EDMLoss, sure
+from kuosan.diffusion.loss import EDMLoss, sure, sure_backward
 from kuosan.diffusion.precond import Denoiser, EDMDenoiser, VPEpsDenoiser, as_sigma_batch
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "vp_sigmas",
     "EDMLoss",
     "sure",
+    "sure_backward",
     "Denoiser",
     "EDMDenoiser",
     "VPEpsDenoiser",

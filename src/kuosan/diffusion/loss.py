@@ -39,6 +39,22 @@ class EDMLoss:
         return self.weight(sigma) * per_sample
 
 
+
+def _sure_setup(y: Tensor, sigma: float, generator, epsilon: float) -> tuple[Tensor, float, Tensor]:
+    probe = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+    return probe, epsilon * sigma, torch.full((y.shape[0],), sigma, device=y.device, dtype=y.dtype)
+
+
+def _sure_fit_term(y: Tensor, estimate: Tensor, probe: Tensor, sigma: float, step: float) -> Tensor:
+    """The part of SURE that depends on D(y): mean((y − D(y))²) − σ² − 2σ²·mean(b·D(y))/ε."""
+    return (y - estimate).pow(2).mean() - sigma**2 - 2 * sigma**2 * (probe * estimate).mean() / step
+
+
+def _sure_probe_term(nudged: Tensor, probe: Tensor, sigma: float, step: float) -> Tensor:
+    """The part that depends on D(y + εb): 2σ²·mean(b·D(y + εb))/ε."""
+    return 2 * sigma**2 * (probe * nudged).mean() / step
+
+
 def sure(denoiser, y: Tensor, sigma: float, *, generator: torch.Generator | None = None,
          epsilon: float = 1e-3, **cond) -> Tensor:
     """Stein's unbiased risk estimate of ``denoiser`` at σ for one noisy batch y = x0 + σ·n (n white, unit):
@@ -48,12 +64,22 @@ def sure(denoiser, y: Tensor, sigma: float, *, generator: torch.Generator | None
 
     the divergence by Monte Carlo (Ramani, Blu & Unser 2008): bᵀ(D(y + εb) − D(y))/ε with b ~ N(0, I) and
     ε = ``epsilon``·σ, exact in expectation for a locally linear D. Differentiable, so a denoiser's parameters can
-    be fitted to a noisy image by minimising it (``kuosan.tasks.adapt``). Run D in float32: bf16 rounding
-    would swamp the ε-sized difference."""
-    probe = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    step = epsilon * sigma
-    sigmas = torch.full((y.shape[0],), sigma, device=y.device, dtype=y.dtype)
+    be fitted to a noisy image by minimising it (``sure_backward`` does so in half the memory). Run D in float32:
+    bf16 rounding would swamp the ε-sized difference."""
+    probe, step, sigmas = _sure_setup(y, sigma, generator, epsilon)
     estimate = denoiser(y, sigmas, **cond)
     nudged = denoiser(y + step * probe, sigmas, **cond)
-    divergence = (probe * (nudged - estimate)).mean() / step
-    return (y - estimate).pow(2).mean() - sigma**2 + 2 * sigma**2 * divergence
+    return _sure_fit_term(y, estimate, probe, sigma, step) + _sure_probe_term(nudged, probe, sigma, step)
+
+
+def sure_backward(denoiser, y: Tensor, sigma: float, *, generator: torch.Generator | None = None,
+                  epsilon: float = 1e-3, **cond) -> float:
+    """``sure(...)``'s value, its gradient accumulated into the parameters' ``.grad`` as ``sure(...).backward()``
+    would, but in two backward passes, one per network evaluation: SURE is a sum of a term in D(y) and one in
+    D(y + εb), so each evaluation's graph is freed before the next is built (half the peak memory)."""
+    probe, step, sigmas = _sure_setup(y, sigma, generator, epsilon)
+    fit = _sure_fit_term(y, denoiser(y, sigmas, **cond), probe, sigma, step)
+    fit.backward()
+    nudged = _sure_probe_term(denoiser(y + step * probe, sigmas, **cond), probe, sigma, step)
+    nudged.backward()
+    return fit.item() + nudged.item()

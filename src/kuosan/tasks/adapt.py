@@ -3,7 +3,7 @@
 
 Every convolution's output channels get a gain, starting at 1, and only the gains (a few thousand numbers;
 5,569 for ``builtin:photo``) are fitted, by Adam, to minimise Stein's unbiased risk estimate of the denoiser
-on the noisy image itself (``kuosan.diffusion.sure``): no clean image is needed, only the noise level, and so
+on the noisy image itself (``kuosan.diffusion.sure_backward``): no clean image is needed, only the noise level, and so
 few parameters cannot learn the noise. A gain on a convolution's output is the same as scaling that
 channel's weights and bias, so the fitted gains are folded into a copy of the network, which then costs
 nothing more to run (tiles, flips and all). It helps most where the prior's training photos differ from the
@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from kuosan.diffusion.loss import sure
+from kuosan.diffusion.loss import sure_backward
 
 
 def _patch(y: Tensor, size: int, generator: torch.Generator) -> Tensor:
@@ -62,12 +62,12 @@ def gain_tune(network: nn.Module, y: Tensor, sigma: float, *, steps: int = 10, l
     try:
         with torch.enable_grad():
             for step in range(steps):
-                estimate = sure(denoiser, _patch(y, patch, generator).float(), sigma, generator=probe_generator)
                 optimizer.zero_grad(set_to_none=True)
-                estimate.backward()
+                estimate = sure_backward(denoiser, _patch(y, patch, generator).float(), sigma,
+                                         generator=probe_generator)
                 optimizer.step()
                 if callback is not None:
-                    callback({"step": step, "sure": estimate.item()})
+                    callback({"step": step, "sure": estimate})
     finally:
         for hook in hooks:
             hook.remove()
