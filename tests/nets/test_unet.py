@@ -104,3 +104,38 @@ def test_a_guide_enters_as_local_detail_so_its_level_is_ignored():
         x, c_noise, g = torch.randn(1, 1, 12, 12), torch.tensor([0.0]), torch.randn(1, 1, 12, 12)
         assert torch.allclose(guided(x, c_noise, guide=g), guided(x, c_noise, guide=g + 0.5), atol=1e-5)
         assert not torch.allclose(guided(x, c_noise, guide=g), guided(x, c_noise), atol=1e-3)
+
+
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    net = UNet(preset("tiny", channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_levels=(1,), guide_channels=1))
+    for p in net.parameters():                 # zero-initialised output layers would make every gradient zero
+        torch.nn.init.normal_(p, std=0.1)
+    x, guide = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    c_noise = torch.tensor([-0.3, 0.4])
+
+    def run(checkpointing: bool):
+        net.gradient_checkpointing = checkpointing
+        net.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        saved = []                             # what the forward pass keeps for the backward pass
+
+        def pack(t):
+            saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = net(xi, c_noise, guide=guide)
+        out.pow(2).sum().backward()
+        return out.detach(), xi.grad, {n: p.grad.clone() for n, p in net.named_parameters()}, sum(saved)
+
+    out, x_grad, grads, kept = run(False)
+    out_ckpt, x_grad_ckpt, grads_ckpt, kept_ckpt = run(True)
+    assert kept_ckpt < kept / 2
+    torch.testing.assert_close(out_ckpt, out, rtol=0, atol=0)
+    torch.testing.assert_close(x_grad_ckpt, x_grad)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, msg=name)
+    with torch.no_grad():                      # no graph is being recorded: the plain forward
+        torch.testing.assert_close(net(x, c_noise, guide=guide), out, rtol=0, atol=0)

@@ -220,6 +220,9 @@ class UNet(nn.Module):
         self.out_conv = nn.Conv2d(cur, cfg.channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
+        # Gradient checkpointing (a run-time switch, not part of the config): when gradients are being
+        # recorded, each block keeps only its input and recomputes its insides during the backward pass.
+        self.gradient_checkpointing = False
 
     def forward(self, x: Tensor, c_noise: Tensor, class_labels: Tensor | None = None,
                 guide: Tensor | None = None) -> Tensor:
@@ -252,18 +255,27 @@ class UNet(nn.Module):
         if guide is not None:      # no guide = zero guide planes, whose convolution (no bias) is zero
             h = h + self.guide_stem(local_detail(guide))
         hs = [h]
+        run = _checkpointed if self.gradient_checkpointing and torch.is_grad_enabled() else _direct
         for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, Block) else layer(h)
+            h = run(layer, h, emb) if isinstance(layer, Block) else layer(h)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, emb)
+            h = run(layer, h, emb)
         for layer in self.up:
-            if isinstance(layer, Block):
-                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
-            else:
-                h = layer(h)
+            h = run(layer, h, emb, hs.pop()) if isinstance(layer, Block) else layer(h)
         out = self.out_conv(F.silu(self.out_norm(h)))
         return out[..., :height, :width]
+
+
+def _direct(block: Block, h: Tensor, emb: Tensor, skip: Tensor | None = None) -> Tensor:
+    return block(h if skip is None else torch.cat([h, skip], dim=1), emb)
+
+
+def _checkpointed(block: Block, h: Tensor, emb: Tensor, skip: Tensor | None = None) -> Tensor:
+    # The skip is concatenated inside the checkpoint, so the concatenation is not kept either.
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(_direct, block, h, emb, skip, use_reentrant=False)
 
 
 class Upsample(nn.Module):
