@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--cooldown", type=int,
                        help="LR falls linearly to zero over the last this many of --steps (recipe: 0, constant)")
         p.add_argument("--keep", type=int, help="checkpoints kept (recipe: 3)")
+        p.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute each network block in the backward pass (less memory, more time)")
         p.add_argument("--ema-rampup", type=float,
                        help="EMA half-life ≤ this × images seen (recipe: 0.1; 0 with --init, whose weights are "
                             "not a random start for the average to forget)")
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                  "p_std": args.p_std,
                  "ema_halflife_kimg": args.ema_halflife, "warmup_steps": args.warmup, "steps": args.steps,
                  "cooldown_steps": args.cooldown, "keep_checkpoints": args.keep,
+                 "gradient_checkpointing": args.gradient_checkpointing or None,
                  "ema_rampup": args.ema_rampup if args.ema_rampup is not None else 0.0 if args.init else None}
     config = replace(config, train=replace(config.train, **{k: v for k, v in overrides.items() if v is not None}))
     init = None

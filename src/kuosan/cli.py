@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms only, and float32 on a CPU: bitwise-repeatable runs and resumes "
                         "(may be slower)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute each network block in the backward pass: the same training in less memory "
+                        "(larger --batch or --size), for more time per step")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     from kuosan import samplers
@@ -523,7 +526,8 @@ def cmd_train(args) -> None:
                  label_dropout=args.label_dropout,
                  seed=args.seed, log_every=args.log_every, sample_every=args.sample_every,
                  checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, workers=args.workers,
-                 max_minutes=args.minutes, deterministic=args.deterministic)
+                 max_minutes=args.minutes, deterministic=args.deterministic,
+                 gradient_checkpointing=args.gradient_checkpointing)
     config = RunConfig(net=net, data=data, train=tc, preset=args.preset, kuosan_version=version)
     from kuosan.nets.unet import UNet
 

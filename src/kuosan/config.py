@@ -60,6 +60,8 @@ class TrainConfig:
     deterministic: bool = False      # torch.use_deterministic_algorithms: bitwise-repeatable runs
     guide_lr_mult: float = 1.0       # LR × this for the guide planes' convolution (UNetConfig.guide_channels):
                                      # weights started at zero beside trained ones learn faster
+    gradient_checkpointing: bool = False  # recompute each UNet block in the backward pass: the same steps in
+                                          # less memory (larger batches or crops), for more time per step
 
 
 @dataclass(frozen=True)

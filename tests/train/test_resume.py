@@ -172,3 +172,28 @@ def test_killed_at_random_moments_the_run_resumes_to_the_uninterrupted_result(tm
     model_b, ema_b = final_state(run)
     assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights_and_may_be_switched_on_resume(tmp_path, monkeypatch):
+    from kuosan.nets import unet
+
+    recomputed = []
+    checkpointed = unet._checkpointed
+    monkeypatch.setattr(unet, "_checkpointed", lambda *args: recomputed.append(1) or checkpointed(*args))
+    data = class_folder(tmp_path / "data")
+    config = conditional_config(data, steps=6, checkpoint_every=3)
+    train(config, tmp_path / "plain", device="cpu", progress=False)
+    run = tmp_path / "checkpointed"
+    train(replace(config, train=replace(config.train, steps=3)), run, device="cpu", progress=False)
+    assert not recomputed
+    train(replace(config, train=replace(config.train, gradient_checkpointing=True)), run, device="cpu",
+          progress=False)                                    # resumed, now recomputing each block
+    assert recomputed
+    assert [s for s, _ in losses(run)] == list(range(1, 7))
+    for a, b in zip(losses(tmp_path / "plain"), losses(run), strict=True):
+        assert b[1] == pytest.approx(a[1], rel=1e-5)
+    (model_a, ema_a), (model_b, ema_b) = final_state(tmp_path / "plain"), final_state(run)
+    for k in model_a:
+        torch.testing.assert_close(model_b[k], model_a[k], msg=k)
+    for k in ema_a:
+        torch.testing.assert_close(ema_b[k], ema_a[k], msg=k)

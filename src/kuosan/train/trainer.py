@@ -160,7 +160,8 @@ def distributed_from_env() -> Distributed:
 # Training settings that may differ when a run is resumed: they change how long it runs and what it writes,
 # not the result of any step already taken.
 RESUME_MAY_CHANGE = frozenset({"steps", "max_minutes", "log_every", "sample_every", "checkpoint_every",
-                               "keep_checkpoints", "workers", "max_bad_steps", "deterministic"})
+                               "keep_checkpoints", "workers", "max_bad_steps", "deterministic",
+                               "gradient_checkpointing"})
 
 
 def check_resumable(saved: RunConfig, new: RunConfig, run: Path) -> None:
@@ -263,6 +264,9 @@ def _train(config: RunConfig, out: Path, dev: torch.device, dist: Distributed, p
     if init is not None:
         denoiser.load_state_dict(init)
     denoiser = denoiser.to(dev)
+    for module in denoiser.modules():
+        if hasattr(module, "gradient_checkpointing"):
+            module.gradient_checkpointing = tc.gradient_checkpointing
     # bf16 autocast where it is fast: CUDA, and CPUs with AMX (see native_bf16), where oneDNN's
     # channels-last bf16 convolutions train the photo preset ~3× faster than fp32 (contiguous fp32 elsewhere).
     # --deterministic keeps fp32 on a CPU, where bf16 rounding would make the weights depend on how the batch
