@@ -61,3 +61,25 @@ def test_sure_backward_gives_sures_value_and_gradient():
     assert got == pytest.approx(value.item(), abs=1e-5)
     for p, g in zip(net.parameters(), expected, strict=True):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+
+
+def test_masked_sure_estimates_the_error_on_the_masked_pixels_where_clipping_breaks_plain_sure():
+    """Clip the noisy image at ±0.6 (as an 8-bit photo is clipped at black and white): over all pixels SURE is
+    far off, over pixels chosen independently of the noise (clean value 4σ clear of the ends) it matches their
+    true error; an all-true mask is no mask, an empty one an error."""
+    g = torch.Generator().manual_seed(2)
+    sigma = 0.1
+    x0 = 0.5 * torch.randn(2, 1, 256, 256, generator=g)
+    y = (x0 + sigma * torch.randn(x0.shape, generator=g)).clamp(-0.6, 0.6)
+    keep = x0.abs() < 0.6 - 4 * sigma
+    d = Shrink(0.8, nonlinear=True)
+    error = (d(y, sigma) - x0).pow(2)
+    masked = sure(d, y, sigma, generator=torch.Generator().manual_seed(3), mask=keep).item()
+    assert masked == pytest.approx(error[keep].mean().item(), rel=0.02)
+    assert sure(d, y, sigma, generator=g).item() < 0.5 * error.mean().item()
+    everywhere = torch.ones_like(keep)
+    for a, b in [(sure(d, y, sigma, generator=torch.Generator().manual_seed(4), mask=everywhere),
+                  sure(d, y, sigma, generator=torch.Generator().manual_seed(4)))]:
+        assert a.item() == pytest.approx(b.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="no pixel"):
+        sure(d, y, sigma, mask=torch.zeros_like(keep))

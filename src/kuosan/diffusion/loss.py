@@ -40,23 +40,36 @@ class EDMLoss:
 
 
 
-def _sure_setup(y: Tensor, sigma: float, generator, epsilon: float) -> tuple[Tensor, float, Tensor]:
+def _sure_setup(y: Tensor, sigma: float, generator, epsilon: float,
+                mask: Tensor | None) -> tuple[Tensor, float, Tensor, Tensor | float]:
+    """The probe b (zero outside the mask), the step ε, the σ batch, and the number of pixels counted."""
     probe = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    return probe, epsilon * sigma, torch.full((y.shape[0],), sigma, device=y.device, dtype=y.dtype)
+    count: Tensor | float = float(y.numel())
+    if mask is not None:
+        weight = mask.to(y.dtype).expand_as(y)
+        count = weight.sum()
+        if count.item() == 0:
+            raise ValueError("SURE's mask leaves no pixel to estimate the error on")
+        probe = probe * weight
+    return probe, epsilon * sigma, torch.full((y.shape[0],), sigma, device=y.device, dtype=y.dtype), count
 
 
-def _sure_fit_term(y: Tensor, estimate: Tensor, probe: Tensor, sigma: float, step: float) -> Tensor:
+def _sure_fit_term(y: Tensor, estimate: Tensor, probe: Tensor, sigma: float, step: float, count,
+                   mask: Tensor | None) -> Tensor:
     """The part of SURE that depends on D(y): mean((y − D(y))²) − σ² − 2σ²·mean(b·D(y))/ε."""
-    return (y - estimate).pow(2).mean() - sigma**2 - 2 * sigma**2 * (probe * estimate).mean() / step
+    residual = (y - estimate).pow(2)
+    if mask is not None:
+        residual = residual * mask.to(y.dtype)
+    return residual.sum() / count - sigma**2 - 2 * sigma**2 * (probe * estimate).sum() / (step * count)
 
 
-def _sure_probe_term(nudged: Tensor, probe: Tensor, sigma: float, step: float) -> Tensor:
+def _sure_probe_term(nudged: Tensor, probe: Tensor, sigma: float, step: float, count) -> Tensor:
     """The part that depends on D(y + εb): 2σ²·mean(b·D(y + εb))/ε."""
-    return 2 * sigma**2 * (probe * nudged).mean() / step
+    return 2 * sigma**2 * (probe * nudged).sum() / (step * count)
 
 
 def sure(denoiser, y: Tensor, sigma: float, *, generator: torch.Generator | None = None,
-         epsilon: float = 1e-3, **cond) -> Tensor:
+         epsilon: float = 1e-3, mask: Tensor | None = None, **cond) -> Tensor:
     """Stein's unbiased risk estimate of ``denoiser`` at σ for one noisy batch y = x0 + σ·n (n white, unit):
     an estimate of mean((D(y; σ) − x0)²) that needs no x0 (Stein 1981),
 
@@ -65,21 +78,28 @@ def sure(denoiser, y: Tensor, sigma: float, *, generator: torch.Generator | None
     the divergence by Monte Carlo (Ramani, Blu & Unser 2008): bᵀ(D(y + εb) − D(y))/ε with b ~ N(0, I) and
     ε = ``epsilon``·σ, exact in expectation for a locally linear D. Differentiable, so a denoiser's parameters can
     be fitted to a noisy image by minimising it (``sure_backward`` does so in half the memory). Run D in float32:
-    bf16 rounding would swamp the ε-sized difference."""
-    probe, step, sigmas = _sure_setup(y, sigma, generator, epsilon)
+    bf16 rounding would swamp the ε-sized difference.
+
+    ``mask`` (broadcastable to y, true where the noise model holds) restricts the estimate to those pixels: the
+    squared residual is summed over them, the probe is zero elsewhere (so the divergence is that of those
+    pixels' outputs with respect to their own inputs), and the mean is over them. The error of D on those
+    pixels is what it estimates. It is for pixels whose noise is not N(0, σ²), where SURE would be biased: those
+    clipped at the ends of an 8-bit image's range, say."""
+    probe, step, sigmas, count = _sure_setup(y, sigma, generator, epsilon, mask)
     estimate = denoiser(y, sigmas, **cond)
     nudged = denoiser(y + step * probe, sigmas, **cond)
-    return _sure_fit_term(y, estimate, probe, sigma, step) + _sure_probe_term(nudged, probe, sigma, step)
+    return (_sure_fit_term(y, estimate, probe, sigma, step, count, mask)
+            + _sure_probe_term(nudged, probe, sigma, step, count))
 
 
 def sure_backward(denoiser, y: Tensor, sigma: float, *, generator: torch.Generator | None = None,
-                  epsilon: float = 1e-3, **cond) -> float:
+                  epsilon: float = 1e-3, mask: Tensor | None = None, **cond) -> float:
     """``sure(...)``'s value, its gradient accumulated into the parameters' ``.grad`` as ``sure(...).backward()``
     would, but in two backward passes, one per network evaluation: SURE is a sum of a term in D(y) and one in
     D(y + εb), so each evaluation's graph is freed before the next is built (half the peak memory)."""
-    probe, step, sigmas = _sure_setup(y, sigma, generator, epsilon)
-    fit = _sure_fit_term(y, denoiser(y, sigmas, **cond), probe, sigma, step)
+    probe, step, sigmas, count = _sure_setup(y, sigma, generator, epsilon, mask)
+    fit = _sure_fit_term(y, denoiser(y, sigmas, **cond), probe, sigma, step, count, mask)
     fit.backward()
-    nudged = _sure_probe_term(denoiser(y + step * probe, sigmas, **cond), probe, sigma, step)
+    nudged = _sure_probe_term(denoiser(y + step * probe, sigmas, **cond), probe, sigma, step, count)
     nudged.backward()
     return fit.item() + nudged.item()
