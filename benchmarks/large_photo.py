@@ -7,9 +7,11 @@ given white Gaussian noise (σ = 25 in 0–255 units, seed 0), gray and RGB. Eac
 memory (``getrusage``: everything, Python and torch included) and wall time. PSNR is against the mirrored clean
 photo. ``--bm3d`` adds BM3D on the same gray
 photo (given the true σ; slow: minutes per megapixel on 2 cores). ``--tiles 256,512`` runs kuosan once per tile
-size (``kuosan denoise --tile``; the default is the command's own).
+size (``kuosan denoise --tile``; the default is the command's own). ``--adapt N`` fits the prior to the photo
+first (``kuosan denoise --adapt N``), so the fit's memory is in the peak too.
 
     python benchmarks/large_photo.py [--size 4000x3000] [--kinds gray,rgb] [--tiles T,...] [--threads N] [--bm3d]
+                                     [--adapt N]
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def make_photo(folder: Path, size: tuple[int, int], kind: str) -> tuple[Path, Pa
 
 def child(args: list[str]) -> None:
     """Run one case in this process and print its peak memory and time as JSON."""
-    what, threads, tile = args[0], int(args[1]), args[4]
+    what, threads, tile, adapt = args[0], int(args[1]), args[4], args[5]
     import torch
 
     if threads:
@@ -57,7 +59,8 @@ def child(args: list[str]) -> None:
     if what == "kuosan":
         from kuosan.cli import main
 
-        code = main(["denoise", args[2], args[3]] + (["--tile", tile] if tile != "default" else []))
+        code = main(["denoise", args[2], args[3]] + (["--tile", tile] if tile != "default" else [])
+                    + (["--adapt", adapt] if adapt != "0" else []))
         if code:
             raise SystemExit(code)
     else:
@@ -71,9 +74,9 @@ def child(args: list[str]) -> None:
     print(json.dumps({"seconds": seconds, "peak_gib": peak_kib / 2**20}))
 
 
-def run_case(what: str, noisy: Path, out: Path, threads: int, tile: str = "default") -> dict:
-    result = subprocess.run([sys.executable, __file__, "--child", what, str(threads), str(noisy), str(out), tile],
-                            capture_output=True, text=True)
+def run_case(what: str, noisy: Path, out: Path, threads: int, tile: str = "default", adapt: int = 0) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", what, str(threads), str(noisy), str(out), tile,
+                             str(adapt)], capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"{what} failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -89,6 +92,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--tiles", default="default", help="kuosan tile sizes to compare, e.g. 256,512")
     parser.add_argument("--bm3d", action="store_true", help="also BM3D on the gray photo (slow)")
+    parser.add_argument("--adapt", type=int, default=0, metavar="N", help="kuosan denoise --adapt N (0: off)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     from kuosan.tasks.restore import psnr
@@ -98,13 +102,14 @@ def main() -> None:
         folder = Path(tmp)
         for kind in args.kinds.split(","):
             clean, noisy = make_photo(folder, size, kind)
-            cases = [(f"kuosan denoise (σ auto{'' if t == 'default' else ', tile ' + t})", "kuosan", t)
+            extra = "".join(f", {name} {value}" for name, value in (("adapt", args.adapt),) if value)
+            cases = [(f"kuosan denoise (σ auto{'' if t == 'default' else ', tile ' + t}{extra})", "kuosan", t)
                      for t in args.tiles.split(",")]
             if args.bm3d and kind == "gray":
                 cases.append(("BM3D (true σ)", "bm3d", "default"))
             for label, what, tile in cases:
                 out = folder / f"out-{kind}-{what}-{tile}.png"
-                r = run_case(what, noisy, out, args.threads, tile)
+                r = run_case(what, noisy, out, args.threads, tile, args.adapt if what == "kuosan" else 0)
                 r["psnr"] = psnr(Image.open(out), Image.open(clean))
                 rows.append((kind, label, r))
                 print(f"{kind} {label}: {r['seconds']:.0f} s, peak {r['peak_gib']:.2f} GiB, {r['psnr']:.2f} dB",

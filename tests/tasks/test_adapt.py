@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import kuosan
+from kuosan.diffusion.color import OpponentColorDenoiser
 from kuosan.tasks.adapt import gain_tune
 from kuosan.tasks.restore import adapt_prior
 from tests.tasks.test_tiling_and_color import local_denoiser
@@ -67,3 +68,49 @@ def test_denoise_adapt_runs_on_colour_and_rejects_bad_requests(tmp_path):
         kuosan.denoise(image, 20, model=prior, adapt=2, mode="sample")
     with pytest.raises(kuosan.KuosanError, match="adapt"):
         kuosan.denoise(image, 20, model=prior, adapt=-1)
+
+
+def test_checkpointed_fit_gives_the_same_gains_and_restores_the_switch():
+    """Gradient checkpointing changes what is kept for the backward pass, not the gradients: the colour fit
+    (three network passes per evaluation) ends at the same weights with it on or off."""
+    y = 0.5 * torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    prior = local_denoiser(1, guided=True)
+    fitted = adapt_prior(prior, y, 0.2, steps=3)
+    plain = gain_tune(prior, y, 0.2, steps=3, wrap=lambda net: OpponentColorDenoiser(net))
+    checkpointed = gain_tune(prior, y, 0.2, steps=3, wrap=lambda net: OpponentColorDenoiser(net),
+                             checkpointing=True)
+    assert not checkpointed.net.gradient_checkpointing and not prior.net.gradient_checkpointing
+    changed = False
+    for (name, a), b in zip(plain.state_dict().items(), checkpointed.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, msg=name)
+        changed |= not torch.equal(a, prior.state_dict()[name])
+    assert changed                                          # the fit did move the weights
+    for a, b in zip(fitted.state_dict().values(), checkpointed.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a)                    # adapt_prior checkpoints colour fits
+
+
+def test_clipped_and_clearance_find_the_ends_of_the_range():
+    from kuosan.tasks.adapt import clearance, clipped
+
+    y = torch.tensor([[[[-1.0, -0.5, 0.0, 1.0]]]])
+    assert clipped(y).tolist() == [[[[True, False, False, True]]]]
+    assert clipped(y.clamp(-0.9, 0.9)) is None and clipped(y, None) is None
+    estimate = torch.tensor([-1.0, -0.8, -0.7, -0.6, 0.0, 0.7])
+    # σ = 0.1: 0 within 2σ of an end, 1 beyond 4σ, linear between
+    torch.testing.assert_close(clearance(estimate, 0.1), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0, 0.5]))
+
+
+def test_denoise_adapt_keeps_the_plain_result_near_black_and_white():
+    """A clipped 8-bit image: where the unadapted result is within 2σ of black or white it is returned as is,
+    elsewhere the adapted one is."""
+    rng = np.random.default_rng(3)
+    clean = np.full((48, 48), 128.0)
+    clean[:, :16], clean[:, 32:] = 0.0, 255.0
+    image = np.clip(np.round(clean + 25 * rng.standard_normal(clean.shape)), 0, 255).astype(np.uint8)
+    prior = local_denoiser(1, guided=True)
+    plain = kuosan.denoise(image, 25, model=prior, precision="fp32").astype(int)
+    out = kuosan.denoise(image, 25, model=prior, adapt=3, precision="fp32").astype(int)
+    near_ends = (plain <= 40) | (plain >= 215)       # 2σ = 50 levels, less a margin for rounding
+    assert near_ends.sum() > 500
+    assert np.array_equal(out[near_ends], plain[near_ends])
+    assert not np.array_equal(out, plain)

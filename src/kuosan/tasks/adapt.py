@@ -32,16 +32,60 @@ def _patch(y: Tensor, size: int, generator: torch.Generator) -> Tensor:
     return y[..., top:top + ph, left:left + pw]
 
 
+def clipped(y: Tensor, clip_range: tuple[float, float] | None = (-1.0, 1.0)) -> Tensor | None:
+    """Where y lies at either end of ``clip_range`` (model units; None: nowhere), as a saved image's noisy
+    pixels do where the noise was cut off at black or white; None if no pixel does."""
+    if clip_range is None:
+        return None
+    low, high = clip_range
+    tolerance = 1e-6 * (high - low)      # far below a 16-bit image's step (1.5e-5 of the range)
+    ends = ((y - low).abs() <= tolerance) | ((y - high).abs() <= tolerance)
+    return ends if bool(ends.any()) else None
+
+
+def clearance(estimate: Tensor, sigma: float, clip_range: tuple[float, float] = (-1.0, 1.0),
+              ramp: tuple[float, float] = (2.0, 4.0)) -> Tensor:
+    """0 to 1 per pixel: how clear a denoised value is of the ends of ``clip_range``, in units of the noise σ;
+    0 within ``ramp[0]``·σ of an end, 1 beyond ``ramp[1]``·σ, linear between. Near an end a clipped image's
+    noise is not Gaussian, and what GainTuning fitted elsewhere does not hold there (``kuosan.denoise``
+    keeps the unadapted prior's result on those pixels)."""
+    low, high = clip_range
+    distance = torch.minimum(estimate - low, high - estimate) / sigma
+    return ((distance - ramp[0]) / (ramp[1] - ramp[0])).clamp(0.0, 1.0)
+
+
+def unclipped(denoiser: nn.Module, y: Tensor, sigma: float, clip_range: tuple[float, float] | None = (-1.0, 1.0),
+              margin: float = 2.0) -> Tensor | None:
+    """Where y's noise is Gaussian, as SURE needs: None (everywhere) unless some pixels are ``clipped``; then
+    false at those pixels and at every pixel whose denoised value (one pass of ``denoiser``) lies within
+    ``margin``·σ of either end, where the noise of the pixels that escaped clipping is skewed too."""
+    ends = clipped(y, clip_range)
+    if ends is None:
+        return None
+    low, high = clip_range
+    with torch.no_grad():
+        estimate = denoiser(y, torch.full((y.shape[0],), sigma, device=y.device, dtype=y.dtype))
+    return ~ends & (estimate > low + margin * sigma) & (estimate < high - margin * sigma)
+
+
 def gain_tune(network: nn.Module, y: Tensor, sigma: float, *, steps: int = 10, lr: float = 2e-2,
               wrap: Callable[[nn.Module], nn.Module] | None = None, patch: int = 256, seed: int = 0,
-              callback: Callable[[dict], None] | None = None) -> nn.Module:
+              checkpointing: bool = False, clip_range: tuple[float, float] | None = (-1.0, 1.0),
+              clip_margin: float = 2.0, callback: Callable[[dict], None] | None = None) -> nn.Module:
     """A copy of ``network`` (a denoiser module, left untouched) with its convolutions' output channels
     rescaled by gains fitted to the noisy image y [1, C, H, W] (noise σ = ``sigma``, model units) over
     ``steps`` Adam steps at ``lr``, each on y or, if larger, a random ``patch``² crop of it.
 
     ``wrap(module)`` builds the denoiser of y's kind from the network (e.g. ``OpponentColorDenoiser`` for a
     colour image and a gray prior); the identity by default. The fit runs in float32 whatever the network's
-    autocast (``sure`` needs it); the copy keeps the network's autocast setting.
+    autocast (``sure`` needs it); the copy keeps the network's autocast setting. ``checkpointing`` turns on
+    the networks' gradient checkpointing (modules with a ``gradient_checkpointing`` switch, e.g. ``UNet``)
+    while fitting: the same gains for less memory and more time (see ``kuosan.tasks.restore.adapt_prior``).
+    Pixels at either end of ``clip_range`` are taken as clipped and left out of SURE (``unclipped``): an 8-bit
+    photo's noise is cut off at black and white, and SURE over those pixels misleads the fit. Leaving them out
+    is not enough: what is fitted on the rest still hurts near the ends, so ``kuosan.denoise`` keeps the
+    unadapted result there (``clearance``). Held-out gray ``camera`` at σ = 25, 8-bit (8.8 % of pixels clipped),
+    10 steps vs unadapted: −1.87 dB fitted on all pixels, −1.25 dB with ``unclipped``, +0.08 dB with both.
     ``callback(dict(step=, sure=))`` after each step, ``sure`` being the step's estimate of the MSE."""
     tuned = copy.deepcopy(network).requires_grad_(False)
     autocast = getattr(tuned, "autocast_dtype", None)
@@ -55,6 +99,9 @@ def gain_tune(network: nn.Module, y: Tensor, sigma: float, *, steps: int = 10, l
     hooks = [conv.register_forward_hook(lambda module, inputs, output, gain=gain:
                                         output * gain.reshape(1, -1, 1, 1).to(output.dtype))
              for conv, gain in zip(convs, gains, strict=True)]
+    switches = {m: m.gradient_checkpointing for m in tuned.modules() if hasattr(m, "gradient_checkpointing")}
+    for module in switches:
+        module.gradient_checkpointing = checkpointing
     denoiser = wrap(tuned) if wrap is not None else tuned
     optimizer = torch.optim.Adam(gains, lr=lr)
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -63,14 +110,19 @@ def gain_tune(network: nn.Module, y: Tensor, sigma: float, *, steps: int = 10, l
         with torch.enable_grad():
             for step in range(steps):
                 optimizer.zero_grad(set_to_none=True)
-                estimate = sure_backward(denoiser, _patch(y, patch, generator).float(), sigma,
-                                         generator=probe_generator)
-                optimizer.step()
+                crop = _patch(y, patch, generator).float()
+                mask = unclipped(denoiser, crop, sigma, clip_range, clip_margin)
+                estimate = float("nan")      # a crop of clipped pixels only: nothing to fit there
+                if mask is None or bool(mask.any()):
+                    estimate = sure_backward(denoiser, crop, sigma, generator=probe_generator, mask=mask)
+                    optimizer.step()
                 if callback is not None:
                     callback({"step": step, "sure": estimate})
     finally:
         for hook in hooks:
             hook.remove()
+        for module, setting in switches.items():
+            module.gradient_checkpointing = setting
     with torch.no_grad():          # fold each gain into its channel's weights and bias
         for conv, gain in zip(convs, gains, strict=True):
             conv.weight.mul_(gain.reshape(-1, *([1] * (conv.weight.dim() - 1))).to(conv.weight.dtype))

@@ -417,23 +417,39 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
         sigma_model = pixel_to_model_sigma(sigma)
     y = picture.tensor.to(device)
     prior = load_prior(model, device, picture.channels, precision)
-    if adapt and sigma_model > prior.sigma_min:
-        prior = adapt_prior(prior, y, min(sigma_model, prior.sigma_max), adapt, tile or 256, seed, progress)
-    d = prepare(prior, picture.channels, tile, progress=progress and mode == "mmse", chroma_bases=chroma_bases,
-                flips=ensemble if mode == "mmse" else 1)
-    out = denoise_tensor(d, y, sigma_model, mode=mode, steps=steps, seed=seed, progress=progress)
+
+    def run(network) -> Tensor:
+        d = prepare(network, picture.channels, tile, progress=progress and mode == "mmse",
+                    chroma_bases=chroma_bases, flips=ensemble if mode == "mmse" else 1)
+        return denoise_tensor(d, y, sigma_model, mode=mode, steps=steps, seed=seed, progress=progress)
+
+    if not (adapt and sigma_model > prior.sigma_min):
+        return picture.give_back(run(prior))
+    from kuosan.tasks.adapt import clearance, clipped
+
+    sigma_fit = min(sigma_model, prior.sigma_max)
+    out = run(adapt_prior(prior, y, sigma_fit, adapt, tile or 256, seed, progress))
+    if clipped(y) is not None:     # near black and white the unadapted prior's result is kept (see gain_tune)
+        plain = run(prior)
+        out = plain + clearance(plain, sigma_fit) * (out - plain)
     return picture.give_back(out)
 
 
 def adapt_prior(prior, y: Tensor, sigma: float, steps: int, patch: int = 256, seed: int = 0,
                 progress: bool = False):
     """A copy of ``prior`` fitted to the noisy image y (noise σ, model units) by GainTuning (``tasks.adapt``),
-    through the denoiser of y's kind in one pass (a gray prior on a colour image: one chroma basis)."""
+    through the denoiser of y's kind in one pass (a gray prior on a colour image: one chroma basis).
+
+    A gray prior fitted through the colour denoiser runs three network passes per evaluation, whose graphs
+    would all be kept for the backward pass, so there the fit uses gradient checkpointing: on a 256² patch
+    peak memory 3.91 → 1.83 GiB for ~15 % more time (AMD EPYC, 2 threads); in gray, where it would save
+    1.51 → 1.09 GiB for ~22 % more time, it is left off."""
     from kuosan.tasks.adapt import gain_tune
 
     bar = _bar(steps) if progress else None
     tuned = gain_tune(prior, y, sigma, steps=steps, wrap=lambda net: prepare(net, y.shape[1], tile=0),
-                      patch=patch, seed=seed, callback=(lambda info: bar.update(1)) if bar is not None else None)
+                      patch=patch, seed=seed, checkpointing=y.shape[1] != prior.channels,
+                      callback=(lambda info: bar.update(1)) if bar is not None else None)
     if bar is not None:
         bar.close()
     return tuned
