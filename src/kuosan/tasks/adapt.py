@@ -49,9 +49,14 @@ def clearance(estimate: Tensor, sigma: float, clip_range: tuple[float, float] = 
     0 within ``ramp[0]``·σ of an end, 1 beyond ``ramp[1]``·σ, linear between. Near an end a clipped image's
     noise is not Gaussian, and what GainTuning fitted elsewhere does not hold there (``kuosan.denoise``
     keeps the unadapted prior's result on those pixels)."""
-    low, high = clip_range
-    distance = torch.minimum(estimate - low, high - estimate) / sigma
+    distance = _distance_to_ends(estimate, sigma, clip_range)
     return ((distance - ramp[0]) / (ramp[1] - ramp[0])).clamp(0.0, 1.0)
+
+
+def _distance_to_ends(estimate: Tensor, sigma: float, clip_range: tuple[float, float]) -> Tensor:
+    """How far each value lies from the nearer end of ``clip_range``, in units of σ."""
+    low, high = clip_range
+    return torch.minimum(estimate - low, high - estimate) / sigma
 
 
 def unclipped(denoiser: nn.Module, y: Tensor, sigma: float, clip_range: tuple[float, float] | None = (-1.0, 1.0),
@@ -62,10 +67,9 @@ def unclipped(denoiser: nn.Module, y: Tensor, sigma: float, clip_range: tuple[fl
     ends = clipped(y, clip_range)
     if ends is None:
         return None
-    low, high = clip_range
     with torch.no_grad():
         estimate = denoiser(y, torch.full((y.shape[0],), sigma, device=y.device, dtype=y.dtype))
-    return ~ends & (estimate > low + margin * sigma) & (estimate < high - margin * sigma)
+    return ~ends & (_distance_to_ends(estimate, sigma, clip_range) > margin)
 
 
 def gain_tune(network: nn.Module, y: Tensor, sigma: float, *, steps: int = 10, lr: float = 2e-2,
