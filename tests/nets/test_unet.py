@@ -5,7 +5,7 @@ import torch
 
 from kuosan.config import RunConfig
 from kuosan.errors import KuosanError
-from kuosan.nets import PRESETS, UNet, UNetConfig, count_parameters, preset
+from kuosan.nets import PRESETS, UNet, UNetConfig, count_parameters, preset, set_gradient_checkpointing
 
 SMALL = UNetConfig(channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,),
                    attention_head_channels=8, num_classes=3, groups=4)
@@ -139,3 +139,15 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
         torch.testing.assert_close(grads_ckpt[name], grad, msg=name)
     with torch.no_grad():                      # no graph is being recorded: the plain forward
         torch.testing.assert_close(net(x, c_noise, guide=guide), out, rtol=0, atol=0)
+
+
+def test_set_gradient_checkpointing_switches_every_network_inside_and_returns_the_old_settings():
+    first, second = UNet(SMALL), UNet(SMALL)
+    second.gradient_checkpointing = True
+    pair = torch.nn.ModuleList([first, torch.nn.Sequential(second)])
+    previous = set_gradient_checkpointing(pair, True)
+    assert previous == {first: False, second: True}
+    assert first.gradient_checkpointing and second.gradient_checkpointing
+    for module, setting in previous.items():
+        module.gradient_checkpointing = setting
+    assert not first.gradient_checkpointing and second.gradient_checkpointing

@@ -286,6 +286,15 @@ class Upsample(nn.Module):
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
+def set_gradient_checkpointing(module: nn.Module, enabled: bool) -> dict[nn.Module, bool]:
+    """Turn gradient checkpointing on or off in every submodule of ``module`` that has the switch (e.g.
+    ``UNet``); returns each one's previous setting, so a caller can put them back."""
+    previous = {m: m.gradient_checkpointing for m in module.modules() if hasattr(m, "gradient_checkpointing")}
+    for switchable in previous:
+        switchable.gradient_checkpointing = enabled
+    return previous
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from kuosan.diffusion.loss import sure_backward
+from kuosan.nets.unet import set_gradient_checkpointing
 
 
 def _patch(y: Tensor, size: int, generator: torch.Generator) -> Tensor:
@@ -103,9 +104,7 @@ def gain_tune(network: nn.Module, y: Tensor, sigma: float, *, steps: int = 10, l
     hooks = [conv.register_forward_hook(lambda module, inputs, output, gain=gain:
                                         output * gain.reshape(1, -1, 1, 1).to(output.dtype))
              for conv, gain in zip(convs, gains, strict=True)]
-    switches = {m: m.gradient_checkpointing for m in tuned.modules() if hasattr(m, "gradient_checkpointing")}
-    for module in switches:
-        module.gradient_checkpointing = checkpointing
+    switches = set_gradient_checkpointing(tuned, checkpointing)
     denoiser = wrap(tuned) if wrap is not None else tuned
     optimizer = torch.optim.Adam(gains, lr=lr)
     generator = torch.Generator(device="cpu").manual_seed(seed)
