@@ -139,6 +139,7 @@ BAD = [
     (["train", *D, "--batch", "0"], "--batch: must be at least 1"),
     (["train", *D, "--size", "-8"], "--size: must be at least 1"),
     (["train", *D, "--lr", "-1"], "--lr: must be ≥ 0"),
+    (["train", *D, "--sample-every", "-1"], "--sample-every: must be at least 0"),
     (["train", *D, "--minutes", "-5"], "--minutes: must be ≥ 0"),
     (["train", *D, "--ema-halflife", "0"], "--ema-halflife: must be > 0"),
     (["train", *D, "--preset", "huge"], "invalid choice: 'huge'"),

@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=t.workers, help="data-loading processes")
     p.add_argument("--log-every", type=_positive_int, default=t.log_every, help="steps between log lines")
-    p.add_argument("--sample-every", type=_positive_int, default=t.sample_every,
-                   help="steps between preview grids (RUN/samples/)")
+    p.add_argument("--sample-every", type=_non_negative_int, default=t.sample_every,
+                   help="steps between preview grids (RUN/samples/; 64 images up to 32², fewer when larger); "
+                        "0 = none")
     p.add_argument("--checkpoint-every", type=_positive_int, default=t.checkpoint_every,
                    help="steps between checkpoints (RUN/checkpoints/)")
     p.add_argument("--keep", type=_positive_int, default=t.keep_checkpoints, help="checkpoints to keep")

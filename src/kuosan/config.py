@@ -51,7 +51,7 @@ class TrainConfig:
     label_dropout: float = 0.1       # probability of dropping the class label (for guidance)
     seed: int = 0
     log_every: int = 50
-    sample_every: int = 500
+    sample_every: int = 500          # steps between preview grids; 0 = none
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     workers: int = 0                 # data-loading processes

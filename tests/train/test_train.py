@@ -8,7 +8,7 @@ from kuosan.checkpoint import build_denoiser, checkpoint_folders, load, save_che
 from kuosan.config import TrainConfig
 from kuosan.data import ImageFolder
 from kuosan.train import train
-from kuosan.train.trainer import lr_factor
+from kuosan.train.trainer import lr_factor, preview_count
 from tests.helpers import tiny_config, write_folder
 
 
@@ -212,3 +212,11 @@ def test_denoised_guides_are_the_models_own_luminance_estimate_and_zero_without_
     assert torch.allclose(out[[0, 2]], expected, atol=1e-6)
     # σ/√3 of noise on the luminance: at small σ the guide is nearly the clean luminance.
     assert (out[0] - guides[0]).abs().mean() < (out[2] - guides[2]).abs().mean()
+
+
+def test_preview_grids_shrink_with_the_image_size_and_sample_every_0_writes_none(tmp_path):
+    assert [preview_count(size) for size in (28, 32, 48, 64, 128, 256, 512)] == [64, 64, 16, 16, 4, 1, 1]
+    data = write_folder(tmp_path / "data", 2)
+    run = tmp_path / "run"
+    train(tiny_config(str(data), steps=2, sample_every=0), run, device="cpu", progress=False)
+    assert not list((run / "samples").iterdir()) and (run / "checkpoints" / "step-0000002").is_dir()
