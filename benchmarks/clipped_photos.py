@@ -1,7 +1,8 @@
 """Denoising photos saved as 8-bit images: the noise clipped at black and white and rounded, as in a real file.
 
 The held-out photos of ``benchmarks/restore.py`` (centre 256×256 crops, white Gaussian noise σ = 15, 25, 50 in
-0–255 units, seed 0), then clipped to [0, 255] and rounded. Per photo: the share of clipped pixels, PSNR of
+0–255 units, seed 0), then clipped to [0, 255] and rounded. Per photo: the share of clipped pixels, the noise level
+``kuosan.estimate_noise`` reads from it, PSNR of
 kuosan (MMSE, given σ), kuosan ``--adapt`` (GainTuning steps, 10 by default) and, with ``--bm3d``, BM3D given
 the true σ, all in this one run. It shows what fitting the prior does where SURE's Gaussian noise model fails.
 
@@ -27,8 +28,8 @@ def main() -> None:
     import kuosan
     from kuosan.data.photos import held_out_photos
 
-    print("| kind | σ | photo | clipped | kuosan | kuosan --adapt | Δ | BM3D | s (adapt) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| kind | σ | photo | clipped | σ estimated | kuosan | kuosan --adapt | Δ | BM3D | s (adapt) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for kind in args.kinds.split(","):
         photos = held_out_photos({"gray": 1, "rgb": 3}[kind])
         for sigma in (int(s) for s in args.sigmas.split(",")):
@@ -37,6 +38,7 @@ def main() -> None:
                 noisy = clean + sigma / 255 * np.random.default_rng(0).standard_normal(clean.shape)
                 y = (np.round(np.clip(noisy, 0, 1) * 255) / 255).astype(np.float32)
                 share = float(np.mean((y == 0) | (y == 1)))
+                estimated = kuosan.estimate_noise(y)
                 plain = psnr(kuosan.denoise(y, sigma), clean)
                 start = time.perf_counter()
                 adapted = psnr(kuosan.denoise(y, sigma, adapt=args.adapt), clean)
@@ -47,8 +49,8 @@ def main() -> None:
 
                     run = bm3d.bm3d if kind == "gray" else bm3d.bm3d_rgb
                     reference = f"{psnr(run(y, sigma / 255), clean):.2f}"
-                print(f"| {kind} | {sigma} | {name} | {share * 100:.1f} % | {plain:.2f} | {adapted:.2f} "
-                      f"| {adapted - plain:+.2f} | {reference} | {seconds:.0f} |", flush=True)
+                print(f"| {kind} | {sigma} | {name} | {share * 100:.1f} % | {estimated:.1f} | {plain:.2f} "
+                      f"| {adapted:.2f} | {adapted - plain:+.2f} | {reference} | {seconds:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,28 @@ def test_sampled_patches_are_unfolds_patches_and_a_large_image_gives_the_same_es
     # Above max_patches only the drawn patches are gathered; the estimate is the one from all of them drawn alike.
     noisy = torch.from_numpy(astronaut(True) + 20 * np.random.default_rng(0).standard_normal((256, 256)))
     assert abs(estimate_noise_sigma(noisy, max_patches=20_000) / 20 - 1) < 0.10
+
+
+@pytest.mark.parametrize("gray", [True, False], ids=["gray", "rgb"])
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+def test_within_ten_percent_on_an_8_bit_photo_whose_noise_is_clipped_at_black_and_white(gray, sigma):
+    clean = astronaut(gray)
+    noisy = np.round(np.clip(clean + sigma * np.random.default_rng(sigma).standard_normal(clean.shape), 0, 255))
+    t = torch.from_numpy(noisy)
+    t = t if gray else t.permute(2, 0, 1)
+    estimate = estimate_noise_sigma(t, clip_range=(0, 255))
+    assert abs(estimate / sigma - 1) < 0.10
+    if sigma >= 15:     # over all patches the clipped noise reads weaker: what leaving them out corrects
+        naive = estimate_noise_sigma(t)
+        assert naive < estimate and abs(estimate - sigma) < 0.6 * abs(naive - sigma)
+
+
+def test_clipped_marks_the_values_at_either_end_and_leaving_their_patches_out_changes_nothing_without_any():
+    from kuosan.tasks.noise_level import clipped
+
+    y = torch.tensor([[[-1.0, 0.3, 1.0], [0.0, 0.999, -0.5]]])
+    assert clipped(y).tolist() == [[[True, False, True], [False, False, False]]]
+    assert clipped(y.clamp(-0.9, 0.9)) is None and clipped(y, None) is None
+    noisy = torch.from_numpy(astronaut(False) + 10 * np.random.default_rng(0).standard_normal((256, 256, 3)))
+    noisy = noisy.permute(2, 0, 1)
+    assert estimate_noise_sigma(noisy, clip_range=(-1e9, 1e9)) == estimate_noise_sigma(noisy)

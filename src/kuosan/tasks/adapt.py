@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from kuosan.diffusion.loss import sure_backward
 from kuosan.nets.unet import set_gradient_checkpointing
+from kuosan.tasks.noise_level import clipped
 
 
 def _patch(y: Tensor, size: int, generator: torch.Generator) -> Tensor:
@@ -31,17 +32,6 @@ def _patch(y: Tensor, size: int, generator: torch.Generator) -> Tensor:
     top = int(torch.randint(0, h - ph + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - pw + 1, (1,), generator=generator))
     return y[..., top:top + ph, left:left + pw]
-
-
-def clipped(y: Tensor, clip_range: tuple[float, float] | None = (-1.0, 1.0)) -> Tensor | None:
-    """Where y lies at either end of ``clip_range`` (model units; None: nowhere), as a saved image's noisy
-    pixels do where the noise was cut off at black or white; None if no pixel does."""
-    if clip_range is None:
-        return None
-    low, high = clip_range
-    tolerance = 1e-6 * (high - low)      # far below a 16-bit image's step (1.5e-5 of the range)
-    ends = ((y - low).abs() <= tolerance) | ((y - high).abs() <= tolerance)
-    return ends if bool(ends.any()) else None
 
 
 def clearance(estimate: Tensor, sigma: float, clip_range: tuple[float, float] = (-1.0, 1.0),

@@ -111,8 +111,9 @@ def denoise_tensor(denoiser, y: Tensor, sigma: float, *, mode: str = "mmse", ste
 
 
 def estimate_sigma(y: Tensor) -> float:
-    """Noise σ of y [1, C, H, W] in model units (Chen et al. 2015 + weak-texture refinement)."""
-    return estimate_noise_sigma(y[0])
+    """Noise σ of y [1, C, H, W] in model units (Chen et al. 2015 + weak-texture refinement), leaving out the
+    patches that hold black or white, where a saved image's noise is clipped."""
+    return estimate_noise_sigma(y[0], clip_range=(-1.0, 1.0))
 
 
 DOWNSAMPLING_KERNELS: dict[str, type[Operator]] = {"bicubic": BicubicDownsample, "box": BoxDownsample}
