@@ -199,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapt", type=_non_negative_int, default=0, metavar="STEPS",
                    help="--mode mmse: first fit the prior to this image for this many steps (GainTuning: channel "
                         "gains minimising SURE at the noise level; 10 steps: +0.1–0.2 dB for ~40 network passes per "
-                        "plane, on --tile-sized crops; peak memory ~1.7 GiB gray, ~3.9 colour at 256; 0: off)")
+                        "plane, on --tile-sized crops; peak memory ~1.7 GiB gray, ~1.8 colour at 256; 0: off)")
+    p.add_argument("--clip-rounds", type=_non_negative_int, default=1, metavar="N",
+                   help="an image with pixels at black or white (noise clipped there, as in a saved photo): N "
+                        "times, estimate the image and put each clipped pixel at its expected value before "
+                        "clipping, then denoise that (one network pass each; 0: take them as they are)")
     p.add_argument("--compare", metavar="PANEL.png", help="also write noisy | denoised side by side")
     _restore_options(p)
 
@@ -357,8 +361,8 @@ def cmd_denoise(args) -> None:
     image, dst = _restore_io(args)
     sigma = _noise_level(args.sigma, "--sigma", image, estimate_noise)
     out = denoise(image, sigma, model=args.model, mode=args.mode, steps=args.steps, seed=args.seed,
-                  ensemble=args.ensemble, chroma_bases=args.chroma_bases, adapt=args.adapt, tile=args.tile,
-                  device=resolve_device(args.device),
+                  ensemble=args.ensemble, chroma_bases=args.chroma_bases, adapt=args.adapt,
+                  clip_rounds=args.clip_rounds, tile=args.tile, device=resolve_device(args.device),
                   precision=args.precision, progress=True)
     _save_result(out, dst)
     if args.compare:

@@ -74,3 +74,27 @@ def test_clipped_marks_the_values_at_either_end_and_leaving_their_patches_out_ch
     noisy = torch.from_numpy(astronaut(False) + 10 * np.random.default_rng(0).standard_normal((256, 256, 3)))
     noisy = noisy.permute(2, 0, 1)
     assert estimate_noise_sigma(noisy, clip_range=(-1e9, 1e9)) == estimate_noise_sigma(noisy)
+
+
+def test_fill_clipped_puts_each_clipped_value_at_the_mean_of_the_values_clipped_there():
+    """Clean values near white, near black and mid-gray, Gaussian noise σ = 0.2, clipped to [-1, 1]: given the
+    clean value, each clipped pixel is filled with E[v | v beyond the end], the mean of the noisy values that
+    were clipped there (a truncated normal's mean, checked against 200,000 draws), and nothing else changes."""
+    from kuosan.tasks.noise_level import clipped, fill_clipped
+
+    sigma, n = 0.2, 200_000
+    x = torch.tensor([0.9, -0.85, 0.0]).repeat_interleave(n)
+    v = x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    y = v.clamp(-1.0, 1.0)
+    filled = fill_clipped(y, x, sigma)
+    ends = clipped(y)
+    assert torch.equal(filled[~ends], y[~ends]) and not ends[2 * n:].any()
+    for value, end in ((0.9, 1.0), (-0.85, -1.0)):
+        at = ends & (x == value)
+        drawn = v[at].double()
+        assert at.sum() > 0.2 * n and torch.allclose(filled[at], filled[at][:1])
+        assert abs(float(filled[at][0]) - float(drawn.mean())) < 3 * float(drawn.std()) / float(at.sum()) ** 0.5
+        assert (filled[at][0] - end) * end > 0                   # beyond the end, on its side
+    # Far in the tail (an estimate 100σ from the end it was clipped at) the fill is finite, just past the end.
+    far = fill_clipped(torch.tensor([1.0, -1.0]), torch.tensor([0.0, 0.0]), 0.01)
+    assert torch.all(far.abs() > 1.0) and torch.all(far.abs() < 1.001)

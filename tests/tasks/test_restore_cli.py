@@ -48,6 +48,19 @@ def test_builtin_photo_prior_denoises_a_held_out_photo():
     assert psnr(out, clean) > psnr(noisy, clean) + 6
 
 
+def test_a_photo_whose_noise_is_clipped_at_black_and_white_gains_from_filling_the_clipped_pixels():
+    """8-bit noise, σ = 25: 7.9 % of the shipped astronaut crop's pixels are at 0 or 255. Denoising again with
+    each put at its expected value before clipping is worth +0.73 dB (30.27 → 30.99)."""
+    clean = astronaut(gray=True)
+    noisy = np.clip(np.round(clean + 25 * np.random.default_rng(0).standard_normal(clean.shape)), 0, 255)
+    noisy = noisy.astype(np.uint8)
+    taken_as_they_are = psnr(kuosan.denoise(noisy, 25, clip_rounds=0), clean)
+    assert psnr(kuosan.denoise(noisy, 25), clean) > taken_as_they_are + 0.5
+    unclipped = np.clip(clean + 25 * np.random.default_rng(0).standard_normal(clean.shape), 1, 254).round()
+    assert np.array_equal(kuosan.denoise(unclipped.astype(np.uint8), 25, clip_rounds=0),
+                          kuosan.denoise(unclipped.astype(np.uint8), 25))     # nothing clipped: nothing filled
+
+
 def test_builtin_photo_prior_deblurs_a_held_out_photo():
     from kuosan.tasks.operators import Blur, gaussian_kernel
 
@@ -137,6 +150,7 @@ BAD = [
     (["denoise", "{root}/rgba.png", "{root}/o.jpg", "--sigma", "5"], "alpha"),
     (["denoise", "{root}/noisy.png", "{root}/o.png", "--chroma-bases", "0"], "--chroma-bases"),
     (["denoise", "{root}/noisy.png", "{root}/o.png", "--adapt", "-1"], "--adapt"),
+    (["denoise", "{root}/noisy.png", "{root}/o.png", "--clip-rounds", "-1"], "--clip-rounds: must be at least 0"),
     (["denoise", "{root}/noisy.png", "{root}/o.png", "--adapt", "2", "--mode", "sample"], "mode mmse"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--tile", "8"], "--tile"),
     (["upscale", "{root}/noisy.png", "{root}/o.png", "--noise", "-1"], "--noise -1: must be between 0 and 255"),

@@ -19,6 +19,8 @@ With ``clip_range`` given, patches that hold a value at either end are left out 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -53,6 +55,32 @@ def clipped(y: Tensor, clip_range: tuple[float, float] | None = (-1.0, 1.0)) -> 
     tolerance = 1e-6 * (high - low)      # far below a 16-bit image's step (1.5e-5 of the range)
     ends = ((y - low).abs() <= tolerance) | ((y - high).abs() <= tolerance)
     return ends if bool(ends.any()) else None
+
+
+def fill_clipped(y: Tensor, estimate: Tensor, sigma: float, clip_range: tuple[float, float] = (-1.0, 1.0)
+                 ) -> Tensor:
+    """y with each clipped value (``clipped``) replaced by its expected value before clipping, given a
+    denoised ``estimate`` of the clean image and white Gaussian noise σ: at the low end L the noisy value was
+    some v ≤ L, and for v ~ N(x, σ²), E[v | v ≤ L] = x − σ·φ(a)/Φ(a) with a = (L − x)/σ (the mean of a
+    truncated normal; at the high end the mirror image), x taken as the estimate. Denoising the filled image
+    again removes most of what clipping costs (``kuosan.denoise``'s ``clip_rounds``): the clipped pixels then
+    sit where the noise would have put them on average, not all at black or white."""
+    ends = clipped(y, clip_range)
+    if ends is None:
+        return y
+    low, high = clip_range
+    ratio = _inverse_mills                    # φ(a)/Φ(a), stable far into either tail
+    below = estimate - sigma * ratio((low - estimate) / sigma)
+    above = estimate + sigma * ratio((estimate - high) / sigma)
+    at_low = ends & (y < (low + high) / 2)
+    return torch.where(at_low, below, torch.where(ends, above, y))
+
+
+def _inverse_mills(a: Tensor) -> Tensor:
+    """φ(a)/Φ(a) for the standard normal, from logs (Φ(a) underflows for a ≪ 0, where the ratio is ≈ −a)."""
+    wide = a.double()
+    log_pdf = -0.5 * wide * wide - 0.5 * math.log(2 * math.pi)
+    return torch.exp(log_pdf - torch.special.log_ndtr(wide)).to(a.dtype)
 
 
 def _holds_clipped(x: Tensor, patch: int, clip_range: tuple[float, float] | None) -> Tensor | None:

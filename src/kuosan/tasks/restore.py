@@ -37,7 +37,7 @@ from kuosan.diffusion.symmetry import DIHEDRAL, FlipEnsemble, turn, turn_back
 from kuosan.errors import KuosanError
 from kuosan.samplers.sde import euler_ancestral
 from kuosan.tasks.fill import smooth_fill
-from kuosan.tasks.noise_level import estimate_noise_sigma
+from kuosan.tasks.noise_level import clipped, estimate_noise_sigma, fill_clipped
 from kuosan.tasks.operators import (
     BicubicDownsample,
     Blur,
@@ -390,8 +390,8 @@ def estimate_noise(image) -> float:
 
 
 def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int = 10,
-            seed: int = 0, ensemble: int = 1, chroma_bases: int = 2, adapt: int = 0, tile: int = 256,
-            device: str = "cpu", precision: str = "auto", progress: bool = False):
+            seed: int = 0, ensemble: int = 1, chroma_bases: int = 2, adapt: int = 0, clip_rounds: int = 1,
+            tile: int = 256, device: str = "cpu", precision: str = "auto", progress: bool = False):
     """Denoise a PIL image or array (gray, RGB, RGBA; alpha kept). ``sigma`` in 0–255 pixel units, or None
     to estimate it (``estimate_noise``). Returns the same kind of image.
 
@@ -402,13 +402,19 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
     +0.03–0.05 dB in one pass, +0.02–0.04 with ``ensemble=8``, for 5 network passes instead of 3; a colour
     prior ignores it). ``adapt`` (``mmse`` mode): first fit the prior's channel gains to this image for that many
     steps by minimising SURE at its σ (``kuosan.tasks.adapt.gain_tune``; 0: off; each step costs about 2.5
-    network passes per plane pass, on one tile-sized crop)."""
+    network passes per plane pass, on one tile-sized crop). ``clip_rounds``: where the image holds values at
+    black or white (a saved photo's noise clipped there), that many times a first estimate (one MMSE pass) is
+    made and each clipped value replaced by its expected value before clipping given it
+    (``kuosan.tasks.noise_level.fill_clipped``), and the result is computed from the filled image; 0: the
+    clipped values are taken as they are. Each round is one more network pass, only for such images."""
     if not 1 <= chroma_bases <= 8:
         raise KuosanError(f"chroma_bases must be 1 to 8, got {chroma_bases}")
     if not 1 <= ensemble <= 8:
         raise KuosanError(f"ensemble must be 1 to 8, got {ensemble}")
     if adapt < 0 or (adapt and mode != "mmse"):
         raise KuosanError(f"adapt must be ≥ 0 steps and works with mode mmse, got {adapt} with {mode}")
+    if clip_rounds < 0:
+        raise KuosanError(f"clip_rounds must be ≥ 0, got {clip_rounds}")
     picture = _Picture(image)
     if sigma is None:
         sigma_model = estimate_sigma(picture.tensor)
@@ -419,19 +425,27 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
     y = picture.tensor.to(device)
     prior = load_prior(model, device, picture.channels, precision)
 
-    def run(network) -> Tensor:
-        d = prepare(network, picture.channels, tile, progress=progress and mode == "mmse",
-                    chroma_bases=chroma_bases, flips=ensemble if mode == "mmse" else 1)
-        return denoise_tensor(d, y, sigma_model, mode=mode, steps=steps, seed=seed, progress=progress)
-
-    if not (adapt and sigma_model > prior.sigma_min):
-        return picture.give_back(run(prior))
-    from kuosan.tasks.adapt import clearance, clipped
+    def run(network, noisy: Tensor, final: bool = True) -> Tensor:
+        """The result (``mode``, ``ensemble``) from ``noisy``, or a first estimate: one MMSE pass."""
+        mmse = mode == "mmse" or not final
+        d = prepare(network, picture.channels, tile, progress=progress and mmse, chroma_bases=chroma_bases,
+                    flips=ensemble if final and mode == "mmse" else 1)
+        return denoise_tensor(d, noisy, sigma_model, mode=mode if final else "mmse", steps=steps, seed=seed,
+                              progress=progress)
 
     sigma_fit = min(sigma_model, prior.sigma_max)
-    out = run(adapt_prior(prior, y, sigma_fit, adapt, tile or 256, seed, progress))
+    denoised_at_all = sigma_model > prior.sigma_min
+    filled = y
+    if denoised_at_all and clipped(y) is not None:
+        for _ in range(clip_rounds):
+            filled = fill_clipped(y, run(prior, filled, final=False), sigma_fit)
+    if not (adapt and denoised_at_all):
+        return picture.give_back(run(prior, filled))
+    from kuosan.tasks.adapt import clearance
+
+    out = run(adapt_prior(prior, y, sigma_fit, adapt, tile or 256, seed, progress), filled)
     if clipped(y) is not None:     # near black and white the unadapted prior's result is kept (see gain_tune)
-        plain = run(prior)
+        plain = run(prior, filled)
         out = plain + clearance(plain, sigma_fit) * (out - plain)
     return picture.give_back(out)
 
