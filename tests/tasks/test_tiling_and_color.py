@@ -55,6 +55,30 @@ def test_tiled_equals_untiled_for_a_local_network():
         assert torch.equal(TiledDenoiser(d, tile=128, overlap=16)(x, sigma), full)
 
 
+def test_tiles_holding_no_wanted_pixel_are_skipped_and_the_wanted_pixels_are_unchanged():
+    d = local_denoiser()
+    calls = []
+
+    def counted(x, sigma):
+        calls.append(x.shape)
+        return d(x, sigma)
+
+    counted.sigma_min, counted.sigma_max, counted.channels = d.sigma_min, d.sigma_max, d.channels
+    x = torch.randn(1, 1, 96, 160, generator=torch.Generator().manual_seed(2))
+    sigma = torch.tensor([0.3])
+    where = torch.zeros(96, 160, dtype=torch.bool)
+    where[5, 150] = where[90, 7] = True                 # two corners: 2 of the 3 × 5 tiles
+    tiled = TiledDenoiser(counted, tile=48, overlap=16)
+    with torch.no_grad():
+        full = tiled(x, sigma)
+        calls.clear()
+        part = tiled(x, sigma, where=where)
+    assert len(calls) == 2
+    assert torch.equal(part[0, 0][where], full[0, 0][where])
+    covered = part != x                                  # the rest is x itself
+    assert covered.sum() == 2 * 48 * 48 and torch.equal(part[~covered], x[~covered])
+
+
 def test_opponent_transform_is_orthonormal():
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
     u = to_opponent(x)

@@ -425,26 +425,30 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
     y = picture.tensor.to(device)
     prior = load_prior(model, device, picture.channels, precision)
 
-    def run(network, noisy: Tensor, final: bool = True) -> Tensor:
-        """The result (``mode``, ``ensemble``) from ``noisy``, or a first estimate: one MMSE pass."""
-        mmse = mode == "mmse" or not final
-        d = prepare(network, picture.channels, tile, progress=progress and mmse, chroma_bases=chroma_bases,
-                    flips=ensemble if final and mode == "mmse" else 1)
-        return denoise_tensor(d, noisy, sigma_model, mode=mode if final else "mmse", steps=steps, seed=seed,
-                              progress=progress)
+    def run(network, noisy: Tensor) -> Tensor:
+        d = prepare(network, picture.channels, tile, progress=progress and mode == "mmse",
+                    chroma_bases=chroma_bases, flips=ensemble if mode == "mmse" else 1)
+        return denoise_tensor(d, noisy, sigma_model, mode=mode, steps=steps, seed=seed, progress=progress)
+
+    def first_estimate(noisy: Tensor, ends: Tensor) -> Tensor:
+        """One MMSE pass, on the tiles holding a clipped value only (the estimate is wanted there only)."""
+        d = prepare(prior, picture.channels, tile, progress=progress, chroma_bases=chroma_bases)
+        with torch.no_grad():
+            s = torch.full((1,), sigma_fit, device=y.device)
+            return d(noisy, s, where=ends[0].any(0)) if isinstance(d, TiledDenoiser) else d(noisy, s)
 
     sigma_fit = min(sigma_model, prior.sigma_max)
     denoised_at_all = sigma_model > prior.sigma_min
-    filled = y
-    if denoised_at_all and clipped(y) is not None:
+    filled, ends = y, clipped(y)
+    if denoised_at_all and ends is not None:
         for _ in range(clip_rounds):
-            filled = fill_clipped(y, run(prior, filled, final=False), sigma_fit)
+            filled = fill_clipped(y, first_estimate(filled, ends), sigma_fit)
     if not (adapt and denoised_at_all):
         return picture.give_back(run(prior, filled))
     from kuosan.tasks.adapt import clearance
 
     out = run(adapt_prior(prior, y, sigma_fit, adapt, tile or 256, seed, progress), filled)
-    if clipped(y) is not None:     # near black and white the unadapted prior's result is kept (see gain_tune)
+    if ends is not None:     # near black and white the unadapted prior's result is kept (see gain_tune)
         plain = run(prior, filled)
         out = plain + clearance(plain, sigma_fit) * (out - plain)
     return picture.give_back(out)

@@ -53,7 +53,10 @@ class TiledDenoiser(nn.Module):
         self.sigma_max = denoiser.sigma_max
         self.channels = denoiser.channels
 
-    def forward(self, x: Tensor, sigma, **cond) -> Tensor:
+    def forward(self, x: Tensor, sigma, *, where: Tensor | None = None, **cond) -> Tensor:
+        """D(x, σ) tile by tile. ``where`` ([H, W] bool, or None: everywhere): only the pixels wanted; the tiles
+        holding none are skipped and x is returned there (every tile covering a wanted pixel is computed, so
+        those pixels are what they would be without ``where``)."""
         h, w = x.shape[-2:]
         if h <= self.tile and w <= self.tile:
             return self.denoiser(x, sigma, **cond)
@@ -69,6 +72,10 @@ class TiledDenoiser(nn.Module):
         for top in rows:
             wy = _ramp(th, top, th, h, self.overlap).to(x)
             for left in cols:
+                if where is not None and not bool(where[top:top + th, left:left + tw].any()):
+                    if bar is not None:
+                        bar.update(1)
+                    continue
                 wx = _ramp(tw, left, tw, w, self.overlap).to(x)
                 patch = self.denoiser(x[..., top:top + th, left:left + tw], sigma, **cond)
                 wt = wy[:, None] * wx[None, :]
@@ -78,4 +85,6 @@ class TiledDenoiser(nn.Module):
                     bar.update(1)
         if bar is not None:
             bar.close()
-        return out / weight
+        if where is None:
+            return out / weight
+        return torch.where(weight > 0, out / weight.clamp_min(torch.finfo(x.dtype).tiny), x)
