@@ -69,11 +69,11 @@ def fill_clipped(y: Tensor, estimate: Tensor, sigma: float, clip_range: tuple[fl
     if ends is None:
         return y
     low, high = clip_range
-    ratio = _inverse_mills                    # φ(a)/Φ(a), stable far into either tail
-    below = estimate - sigma * ratio((low - estimate) / sigma)
-    above = estimate + sigma * ratio((estimate - high) / sigma)
-    at_low = ends & (y < (low + high) / 2)
-    return torch.where(at_low, below, torch.where(ends, above, y))
+    x, at_low = estimate[ends], y[ends] < (low + high) / 2       # computed at the clipped values only
+    ratio = _inverse_mills                                       # φ(a)/Φ(a), stable far into either tail
+    filled = y.clone()
+    filled[ends] = torch.where(at_low, x - sigma * ratio((low - x) / sigma), x + sigma * ratio((x - high) / sigma))
+    return filled
 
 
 def _inverse_mills(a: Tensor) -> Tensor:
