@@ -9,7 +9,7 @@ default: their expected values before clipping given a first estimate); the same
 ``--adapt``'s. In brackets: filling's gain over taking them as they are, and ``--adapt``'s over filling.
 
     python benchmarks/clipped_photos.py [--kinds gray,rgb] [--sigmas 15,25,50] [--adapt 10] [--clip-rounds 1]
-                                        [--bm3d]
+                                        [--bm3d] [--panel docs/clipped.png]
 """
 
 from __future__ import annotations
@@ -25,13 +25,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default="gray,rgb", help="gray, rgb or both")
     parser.add_argument("--sigmas", default="15,25,50", help="noise levels in 0–255 units")
-    parser.add_argument("--adapt", type=int, default=10, metavar="STEPS", help="GainTuning steps")
+    parser.add_argument("--adapt", type=int, default=10, metavar="STEPS",
+                        help="GainTuning steps (0: leave the column out)")
     parser.add_argument("--clip-rounds", type=int, default=1, help="kuosan denoise --clip-rounds")
     parser.add_argument("--bm3d", action="store_true", help="add BM3D (given σ) to each row")
+    parser.add_argument("--panel", help="save noisy | BM3D | kuosan, clipped as they are | kuosan | clean for the "
+                                        "last photo (needs --bm3d)")
     args = parser.parse_args()
     import kuosan
     from kuosan.data.photos import held_out_photos
 
+    panel = None
     print("| kind | σ | photo | clipped | σ estimated | BM3D (true σ) | kuosan, clipped as they are | kuosan "
           "| kuosan σ auto | kuosan --adapt | s (kuosan · --adapt) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -44,23 +48,38 @@ def main() -> None:
                 y = (np.round(np.clip(noisy, 0, 1) * 255) / 255).astype(np.float32)
                 share = float(np.mean((y == 0) | (y == 1)))
                 estimated = kuosan.estimate_noise(y)
-                as_they_are = psnr(kuosan.denoise(y, sigma, clip_rounds=0), clean)
+                raw = kuosan.denoise(y, sigma, clip_rounds=0)
+                as_they_are = psnr(raw, clean)
                 start = time.perf_counter()
-                filled = psnr(kuosan.denoise(y, sigma, clip_rounds=args.clip_rounds), clean)
+                ours = kuosan.denoise(y, sigma, clip_rounds=args.clip_rounds)
                 seconds = time.perf_counter() - start
+                filled = psnr(ours, clean)
                 auto = psnr(kuosan.denoise(y, None, clip_rounds=args.clip_rounds), clean)
-                start = time.perf_counter()
-                adapted = psnr(kuosan.denoise(y, sigma, adapt=args.adapt, clip_rounds=args.clip_rounds), clean)
-                adapt_seconds = time.perf_counter() - start
+                fitted, adapt_seconds = "–", "–"
+                if args.adapt:
+                    start = time.perf_counter()
+                    adapted = psnr(kuosan.denoise(y, sigma, adapt=args.adapt, clip_rounds=args.clip_rounds), clean)
+                    adapt_seconds = f"{time.perf_counter() - start:.0f}"
+                    fitted = f"{adapted:.2f} ({adapted - filled:+.2f})"
                 reference = "–"
                 if args.bm3d:
                     import bm3d
 
                     run = bm3d.bm3d if kind == "gray" else bm3d.bm3d_rgb
-                    reference = f"{psnr(run(y, sigma / 255), clean):.2f}"
+                    bm3d_out = run(y, sigma / 255)
+                    reference = f"{psnr(bm3d_out, clean):.2f}"
+                    panel = [y, bm3d_out, raw, ours, clean]
                 print(f"| {kind} | {sigma} | {name} | {share * 100:.1f} % | {estimated:.1f} | {reference} "
                       f"| {as_they_are:.2f} | {filled:.2f} ({filled - as_they_are:+.2f}) | {auto:.2f} "
-                      f"| {adapted:.2f} ({adapted - filled:+.2f}) | {seconds:.1f} · {adapt_seconds:.0f} |", flush=True)
+                      f"| {fitted} | {seconds:.1f} · {adapt_seconds} |", flush=True)
+    if args.panel and panel is not None:
+        from PIL import Image
+
+        gap = ((0, 0), (0, 6)) + ((0, 0),) * (panel[0].ndim - 2)       # a white gap after each image
+        strip = np.concatenate([np.pad(np.clip(np.asarray(p, np.float64), 0, 1), gap, constant_values=1)
+                                for p in panel], axis=1)
+        Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
+        print(f"\npanel (noisy 8-bit | BM3D | kuosan, clipped as they are | kuosan | clean) → {args.panel}")
 
 if __name__ == "__main__":
     main()
