@@ -61,6 +61,16 @@ def test_a_photo_whose_noise_is_clipped_at_black_and_white_gains_from_filling_th
                           kuosan.denoise(unclipped.astype(np.uint8), 25))     # nothing clipped: nothing filled
 
 
+def test_filling_removes_the_bias_that_clipping_gives_a_flat_bright_image():
+    """Flat 240 plus noise σ = 25, saved as 8-bit: 28 % of the values are cut to 255, so taken as they are
+    the denoised image is darker than 240 (the mean of the clipped noise is below zero); filled, it is 240."""
+    rng = np.random.default_rng(0)
+    noisy = np.clip(np.round(240.0 + 25 * rng.standard_normal((48, 48, 3))), 0, 255).astype(np.uint8)
+    assert 0.2 < (noisy == 255).mean() < 0.35
+    assert kuosan.denoise(noisy, 25, clip_rounds=0).mean() < 237.0
+    assert abs(kuosan.denoise(noisy, 25).mean() - 240.0) < 1.0
+
+
 def test_builtin_photo_prior_deblurs_a_held_out_photo():
     from kuosan.tasks.operators import Blur, gaussian_kernel
 
