@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--panel", help="save noisy | BM3D | kuosan, clipped as they are | kuosan | clean for the "
                                         "last photo (needs --bm3d)")
     args = parser.parse_args()
+    if args.panel and not args.bm3d:
+        parser.error("--panel needs --bm3d (the panel shows BM3D's result)")
     import kuosan
     from kuosan.data.photos import held_out_photos
 
@@ -80,6 +82,7 @@ def main() -> None:
                                 for p in panel], axis=1)
         Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
         print(f"\npanel (noisy 8-bit | BM3D | kuosan, clipped as they are | kuosan | clean) → {args.panel}")
+
 
 if __name__ == "__main__":
     main()
