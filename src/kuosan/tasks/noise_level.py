@@ -119,12 +119,11 @@ def _chen_sigma(cols: Tensor) -> float:
     return float(eig[-1].sqrt())
 
 
-def _clip_free(x: Tensor, patch: int, keep: Tensor | None, clip_range: tuple[float, float] | None
-               ) -> tuple[Tensor, Tensor]:
-    """Patch vectors and energies (``_patches``) of x [C, H, W] at ``keep``, less those holding a clipped value;
-    all of them if fewer than 4 per patch dimension would be left."""
+def _clip_free(x: Tensor, patch: int, keep: Tensor | None, holds: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Patch vectors and energies (``_patches``) of x [C, H, W] at ``keep``, less those that ``holds`` (from
+    ``_holds_clipped``) marks as holding a clipped value; all of them if fewer than 4 per patch dimension would
+    be left."""
     cols, energy = _patches(x, patch, keep)
-    holds = _holds_clipped(x, patch, clip_range)
     if holds is not None:
         usable = ~(holds if keep is None else holds[keep])
         if int(usable.sum()) >= 4 * cols.shape[1]:
@@ -156,13 +155,13 @@ def estimate_noise_sigma(image: Tensor, patch: int = 7, max_patches: int = 200_0
     keep = None
     if count > max_patches:
         keep = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_patches]
-    holds = _holds_clipped(x, patch, clip_range) if c > 1 else None
-    if holds is not None and float(holds.double().mean()) > MOSTLY_CLIPPED:
-        pairs = [_clip_free(plane, patch, keep, clip_range) for plane in x.split(1)]
+    holds = _holds_clipped(x, patch, clip_range)
+    if c > 1 and holds is not None and float(holds.double().mean()) > MOSTLY_CLIPPED:
+        pairs = [_clip_free(plane, patch, keep, _holds_clipped(plane, patch, clip_range)) for plane in x.split(1)]
         cols, energy = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
         c = 1
     else:
-        cols, energy = _clip_free(x, patch, keep, clip_range)
+        cols, energy = _clip_free(x, patch, keep, holds)
     sigma = _chen_sigma(cols)
     limit = _unit_noise_energy_quantile(c, patch)
     for _ in range(rounds):
