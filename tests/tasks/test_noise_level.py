@@ -52,7 +52,7 @@ def test_sampled_patches_are_unfolds_patches_and_a_large_image_gives_the_same_es
 
 
 @pytest.mark.parametrize("gray", [True, False], ids=["gray", "rgb"])
-@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50, 75])
 def test_within_ten_percent_on_an_8_bit_photo_whose_noise_is_clipped_at_black_and_white(gray, sigma):
     clean = astronaut(gray)
     noisy = np.round(np.clip(clean + sigma * np.random.default_rng(sigma).standard_normal(clean.shape), 0, 255))
@@ -60,6 +60,8 @@ def test_within_ten_percent_on_an_8_bit_photo_whose_noise_is_clipped_at_black_an
     t = t if gray else t.permute(2, 0, 1)
     estimate = estimate_noise_sigma(t, clip_range=(0, 255))
     assert abs(estimate / sigma - 1) < 0.10
+    if sigma >= 50:     # the clip-free patches' truncated noise is accounted for (without: −5 % to −22 %)
+        assert abs(estimate / sigma - 1) < 0.04
     if sigma >= 15:     # over all patches the clipped noise reads weaker: what leaving them out corrects
         naive = estimate_noise_sigma(t)
         assert naive < estimate and abs(estimate - sigma) < 0.6 * abs(naive - sigma)
@@ -74,6 +76,31 @@ def test_clipped_marks_the_values_at_either_end_and_leaving_their_patches_out_ch
     noisy = torch.from_numpy(astronaut(False) + 10 * np.random.default_rng(0).standard_normal((256, 256, 3)))
     noisy = noisy.permute(2, 0, 1)
     assert estimate_noise_sigma(noisy, clip_range=(-1e9, 1e9)) == estimate_noise_sigma(noisy)
+
+
+def test_clipped_noise_moments_are_those_of_draws_truncated_to_or_clipped_at_the_range():
+    """The sd and mean of level + σ·n seen through clipping to [0, 1], given it fell inside (truncated) or
+    clipped (censored), against 400,000 draws at levels inside, near and beyond the ends."""
+    from kuosan.tasks.noise_level import _clipped_noise_sd
+
+    level = torch.tensor([0.5, 0.05, 0.97, 1.1, -0.2], dtype=torch.float64)
+    sigma = torch.tensor(0.2, dtype=torch.float64)
+    v = level[:, None] + sigma * torch.randn(5, 400_000, generator=torch.Generator().manual_seed(0),
+                                             dtype=torch.float64)
+    for truncated in (True, False):
+        sd, mean = _clipped_noise_sd(level, sigma, (0.0, 1.0), torch.tensor(truncated))
+        for i in range(5):
+            seen = v[i][(v[i] > 0) & (v[i] < 1)] if truncated else v[i].clamp(0, 1)
+            assert float(mean[i]) == pytest.approx(float(seen.mean()), abs=4 * float(seen.std()) / len(seen)**0.5)
+            assert float(sd[i]) == pytest.approx(float(seen.std()), rel=0.01)
+        assert torch.all(sd < sigma)                          # clipping only ever hides noise
+
+
+def test_an_image_with_values_beyond_the_range_was_not_clipped_to_it():
+    from kuosan.tasks.noise_level import clipped
+
+    y = torch.tensor([-1.0, 0.2, 1.0, 1.3])
+    assert clipped(y) is None and clipped(y[:3]).tolist() == [True, False, True]
 
 
 def test_fill_clipped_puts_each_clipped_value_at_the_mean_of_the_values_clipped_there():

@@ -14,7 +14,12 @@ pure noise of the current σ would reach in 99 % of patches; three rounds.
 A photo saved as an 8-bit file has its noise cut off at black and white: a clipped pixel's noise is smaller
 than σ (none at all where the clean value was itself at an end), so patches holding one read the noise as
 weaker (held-out colour ``astronaut`` at σ = 25, 11 % of its pixels clipped: 22.2 estimated over all patches).
-With ``clip_range`` given, patches that hold a value at either end are left out (``clipped``).
+With ``clip_range`` given, patches that hold a value at either end are left out (``clipped``). That choice
+is itself made by the noise: near black or white a patch escapes clipping only where its noise happened to point
+inwards, so the patches kept hold a truncated normal's noise, weaker than σ (gray 8-bit held-out crops at σ = 50:
+−5 % to −9 %). Each kept patch is taken as flat at its clean level (``_unclipped_sigma``; the weak-texture
+patches nearly are), and σ is the level whose truncated noise, averaged over those patches, reads what was
+measured.
 """
 
 from __future__ import annotations
@@ -48,11 +53,14 @@ def _patches(x: Tensor, patch: int, positions: Tensor | None = None) -> tuple[Te
 
 def clipped(y: Tensor, clip_range: tuple[float, float] | None = (-1.0, 1.0)) -> Tensor | None:
     """Where y lies at either end of ``clip_range`` (None: nowhere), as a saved image's noisy pixels do where the
-    noise was cut off at black or white; None if no value does."""
+    noise was cut off at black or white; None if no value does, or if some value lies beyond the range (then y
+    was not clipped to it, and a value at an end is where its noise put it)."""
     if clip_range is None:
         return None
     low, high = clip_range
     tolerance = 1e-6 * (high - low)      # far below a 16-bit image's step (1.5e-5 of the range)
+    if bool((y < low - tolerance).any() | (y > high + tolerance).any()):
+        return None
     ends = ((y - low).abs() <= tolerance) | ((y - high).abs() <= tolerance)
     return ends if bool(ends.any()) else None
 
@@ -119,16 +127,76 @@ def _chen_sigma(cols: Tensor) -> float:
     return float(eig[-1].sqrt())
 
 
-def _clip_free(x: Tensor, patch: int, keep: Tensor | None, holds: Tensor | None) -> tuple[Tensor, Tensor]:
+def _clip_free(x: Tensor, patch: int, keep: Tensor | None, holds: Tensor | None) -> tuple[Tensor, Tensor, bool]:
     """Patch vectors and energies (``_patches``) of x [C, H, W] at ``keep``, less those that ``holds`` (from
     ``_holds_clipped``) marks as holding a clipped value; all of them if fewer than 4 per patch dimension would
-    be left."""
+    be left. The flag says whether the clipped ones were left out."""
     cols, energy = _patches(x, patch, keep)
     if holds is not None:
         usable = ~(holds if keep is None else holds[keep])
         if int(usable.sum()) >= 4 * cols.shape[1]:
-            return cols[usable], energy[usable]
-    return cols, energy
+            return cols[usable], energy[usable], True
+    return cols, energy, False
+
+
+def _clipped_noise_sd(level: Tensor, sigma: Tensor, clip_range: tuple[float, float], truncated: Tensor) -> Tensor:
+    """The standard deviation of v = level + σ·n (n standard normal) seen through clipping to ``clip_range``, and
+    its mean: where ``truncated``, of v given that it fell inside the range (a patch kept for holding no clipped
+    value); elsewhere of v clipped to the range (censored: a patch kept although it holds clipped values).
+    Returns (sd, mean), broadcast over level and σ."""
+    low, high = clip_range
+    a, b = (low - level) / sigma, (high - level) / sigma
+    pdf_a, pdf_b = (torch.exp(-0.5 * t * t) / math.sqrt(2 * math.pi) for t in (a, b))
+    cdf_a, cdf_b = torch.special.ndtr(a), torch.special.ndtr(b)
+    inside = (cdf_b - cdf_a).clamp_min(1e-300)
+    # E[v; a < n < b] and E[v²; a < n < b]
+    m1 = level * inside + sigma * (pdf_a - pdf_b)
+    m2 = level**2 * inside + 2 * level * sigma * (pdf_a - pdf_b) + sigma**2 * (inside + a * pdf_a - b * pdf_b)
+    mean_t, second_t = m1 / inside, m2 / inside
+    mean_c = m1 + low * cdf_a + high * (1 - cdf_b)
+    second_c = m2 + low**2 * cdf_a + high**2 * (1 - cdf_b)
+    mean = torch.where(truncated, mean_t, mean_c)
+    second = torch.where(truncated, second_t, second_c)
+    return (second - mean**2).clamp_min(0).sqrt(), mean
+
+
+def _unclipped_sigma(measured: float, means: Tensor, truncated: Tensor, clip_range: tuple[float, float],
+                     sample: int = 2048) -> float:
+    """σ of the noise before clipping, from the σ ``measured`` on patches with these per-channel ``means``
+    [N, C] (each taken as flat, at the clean level that makes its mean, seen through clipping, what it is):
+    the σ at which the clipped noise's sd, averaged over the patches in variance, equals ``measured``
+    (``truncated`` [N]: the patch was kept for holding no clipped value; else it holds some, censored). What
+    the patches read rises with σ, so the root is bracketed on a grid from ``measured`` to 3× it, the bracket
+    refined on a finer grid once, and interpolated."""
+    if means.shape[0] > sample:        # an average: a fixed subset of the patches is plenty
+        pick = torch.linspace(0, means.shape[0] - 1, sample).long()
+        means, truncated = means[pick], truncated[pick]
+    low, high = clip_range
+    observed, trunc = means[None].clamp(low, high), truncated[None, :, None]
+
+    def read(sigmas: Tensor) -> Tensor:
+        grid = sigmas[:, None, None]
+        # The clean level behind each mean, by bisection (the mean seen through clipping rises with the level).
+        below = torch.full(observed.shape[1:], low - 4 * measured, dtype=means.dtype).expand(len(sigmas), -1, -1)
+        above = torch.full_like(below, high + 4 * measured)
+        for _ in range(30):
+            mid = (below + above) / 2
+            higher = _clipped_noise_sd(mid, grid, clip_range, trunc)[1] < observed
+            below, above = torch.where(higher, mid, below), torch.where(higher, above, mid)
+        return (_clipped_noise_sd((below + above) / 2, grid, clip_range, trunc)[0] ** 2).mean((1, 2)).sqrt()
+
+    lo, hi = measured, 3.0 * measured
+    for _ in range(2):
+        sigmas = torch.linspace(lo, hi, 9, dtype=torch.float64)
+        values = read(sigmas)
+        if float(values[0]) >= measured:
+            return float(sigmas[0])
+        if float(values[-1]) <= measured:
+            return float(sigmas[-1])
+        i = int((values < measured).sum()) - 1          # values[i] < measured <= values[i + 1]
+        lo, hi = float(sigmas[i]), float(sigmas[i + 1])
+    t = (measured - float(values[i])) / float(values[i + 1] - values[i])
+    return lo + t * (hi - lo)
 
 
 MOSTLY_CLIPPED = 0.8
@@ -157,16 +225,21 @@ def estimate_noise_sigma(image: Tensor, patch: int = 7, max_patches: int = 200_0
         keep = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_patches]
     holds = _holds_clipped(x, patch, clip_range)
     if c > 1 and holds is not None and float(holds.double().mean()) > MOSTLY_CLIPPED:
-        pairs = [_clip_free(plane, patch, keep, _holds_clipped(plane, patch, clip_range)) for plane in x.split(1)]
-        cols, energy = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+        planes = [_clip_free(plane, patch, keep, _holds_clipped(plane, patch, clip_range)) for plane in x.split(1)]
         c = 1
     else:
-        cols, energy = _clip_free(x, patch, keep, holds)
+        planes = [_clip_free(x, patch, keep, holds)]
+    cols, energy = torch.cat([p[0] for p in planes]), torch.cat([p[1] for p in planes])
+    truncated = torch.cat([torch.full((len(p[0]),), p[2]) for p in planes])
     sigma = _chen_sigma(cols)
     limit = _unit_noise_energy_quantile(c, patch)
+    used = torch.ones(len(cols), dtype=torch.bool)
     for _ in range(rounds):
         weak = energy <= limit * sigma**2
         if int(weak.sum()) < 4 * cols.shape[1]:    # too few weak patches for a covariance: keep what we have
             break
-        sigma = _chen_sigma(cols[weak])
-    return sigma
+        sigma, used = _chen_sigma(cols[weak]), weak
+    if holds is None:
+        return sigma
+    means = cols[used].reshape(int(used.sum()), c, patch * patch).mean(-1)
+    return _unclipped_sigma(sigma, means, truncated[used], clip_range)
