@@ -179,24 +179,29 @@ def deblur_tensor(denoiser, blurred: Tensor, kernel: Tensor, *, steps: int = 20,
 
 def _plug_and_play(denoiser, op, y: Tensor, start: Tensor, steps: int, progress: bool,
                    sigma_hi: float = 0.6, sigma_lo: float = 0.02, noise_sigma: float = 0.0,
-                   turns: bool = True) -> Tensor:
+                   turns: bool = True, fill: bool = True) -> Tensor:
     """x ← prox(D(x, σ_k), y) for σ_k log-spaced from ``sigma_hi`` to max(``sigma_lo``, σ_y) (model units);
     with σ_y = 0 the proximal step is the projection. With ``turns`` the k-th step denoises x turned by the
     k-th of the 8 flips/rotations and turns the estimate back (DPIR's "periodical geometric self-ensemble",
     Zhang et al. 2021): the network's orientation errors differ from step to step and partly average out,
-    at no extra cost."""
+    at no extra cost. With ``fill`` and σ_y > 0, the values of y clipped at black or white (a saved noisy
+    image's) are replaced in each data step by their expected value before clipping given A(the step's
+    estimate) (``fill_clipped``): an EM step for the censored pixels, at no extra network pass."""
     if steps < 1:
         raise KuosanError(f"steps must be at least 1, got {steps}")
     sigma_lo = max(sigma_lo, noise_sigma)
     sigma_hi = max(sigma_hi, sigma_lo)
     sigmas = torch.logspace(math.log10(sigma_hi), math.log10(sigma_lo), steps) if steps > 1 \
         else torch.tensor([sigma_lo])
+    ends = clipped(y) if fill and noise_sigma > 0 else None
     x = start
     bar = _bar(steps) if progress else None
     for i, sigma in enumerate(sigmas):
         k, flip = DIHEDRAL[i % len(DIHEDRAL)] if turns else DIHEDRAL[0]
-        estimate = denoiser(turn(x, k, flip), torch.full((x.shape[0],), float(sigma), device=x.device))
-        x = op.prox(turn_back(estimate, k, flip), y, (noise_sigma / float(sigma)) ** 2)
+        estimate = turn_back(denoiser(turn(x, k, flip), torch.full((x.shape[0],), float(sigma), device=x.device)),
+                             k, flip)
+        data = y if ends is None else fill_clipped(y, op.forward(estimate), noise_sigma, ends=ends)
+        x = op.prox(estimate, data, (noise_sigma / float(sigma)) ** 2)
         if bar is not None:
             bar.update(1)
     if bar is not None:
