@@ -78,6 +78,20 @@ def test_clipped_marks_the_values_at_either_end_and_leaving_their_patches_out_ch
     assert estimate_noise_sigma(noisy, clip_range=(-1e9, 1e9)) == estimate_noise_sigma(noisy)
 
 
+def test_where_few_patches_escape_clipping_all_are_kept_and_their_noise_taken_as_censored(monkeypatch):
+    """The astronaut mirrored out to 768², dimmed to 70 %, σ = 75 in 8 bits: 0.3 % of the 7×7 patches hold no
+    clipped value, those whose noise happened to point inwards; leaving the rest out reads −16 %."""
+    from kuosan.tasks import noise_level
+
+    a = astronaut(True)
+    big = 0.7 * np.block([[a, a[:, ::-1], a], [a[::-1], a[::-1, ::-1], a[::-1]], [a, a[:, ::-1], a]])
+    noisy = np.round(np.clip(big + 75 * np.random.default_rng(75).standard_normal(big.shape), 0, 255))
+    t = torch.from_numpy(noisy)[None]
+    assert abs(estimate_noise_sigma(t, clip_range=(0, 255)) / 75 - 1) < 0.04
+    monkeypatch.setattr(noise_level, "CLIP_FREE_SHARE", 0.0)
+    assert estimate_noise_sigma(t, clip_range=(0, 255)) / 75 - 1 < -0.10
+
+
 def test_clipped_noise_moments_are_those_of_draws_truncated_to_or_clipped_at_the_range():
     """The sd and mean of level + σ·n seen through clipping to [0, 1], given it fell inside (truncated) or
     clipped (censored), against 400,000 draws at levels inside, near and beyond the ends."""

@@ -132,14 +132,20 @@ def _chen_sigma(cols: Tensor) -> float:
     return float(eig[-1].sqrt())
 
 
+CLIP_FREE_SHARE = 0.01
+
+
 def _clip_free(x: Tensor, patch: int, keep: Tensor | None, holds: Tensor | None) -> tuple[Tensor, Tensor, bool]:
     """Patch vectors and energies (``_patches``) of x [C, H, W] at ``keep``, less those that ``holds`` (from
-    ``_holds_clipped``) marks as holding a clipped value; all of them if fewer than 4 per patch dimension would
-    be left. The flag says whether the clipped ones were left out."""
+    ``_holds_clipped``) marks as holding a clipped value; all of them if fewer than 4 per patch dimension or
+    than ``CLIP_FREE_SHARE`` of them would be left (so few escape clipping only by their noise's luck, more
+    than the truncation model allows for: on one 8-bit 256² crop of each gray training photo, the worst estimate
+    at σ = 50 and 75 was −8 % and −27 % leaving them out however few, −4 % and −3 % with this rule, which then
+    keeps all, censored). The flag says whether the clipped ones were left out."""
     cols, energy = _patches(x, patch, keep)
     if holds is not None:
         usable = ~(holds if keep is None else holds[keep])
-        if int(usable.sum()) >= 4 * cols.shape[1]:
+        if int(usable.sum()) >= max(4 * cols.shape[1], CLIP_FREE_SHARE * len(usable)):
             return cols[usable], energy[usable], True
     return cols, energy, False
 
