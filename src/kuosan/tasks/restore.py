@@ -447,7 +447,7 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
     filled, ends = y, clipped(y)
     if denoised_at_all and ends is not None:
         for _ in range(clip_rounds):
-            filled = fill_clipped(y, first_estimate(filled, ends), sigma_fit)
+            filled = fill_clipped(y, first_estimate(filled, ends), sigma_fit, ends=ends)
     if not (adapt and denoised_at_all):
         return picture.give_back(run(prior, filled))
     from kuosan.tasks.adapt import clearance
