@@ -95,14 +95,14 @@ def test_where_few_patches_escape_clipping_all_are_kept_and_their_noise_taken_as
 def test_clipped_noise_moments_are_those_of_draws_truncated_to_or_clipped_at_the_range():
     """The sd and mean of level + σ·n seen through clipping to [0, 1], given it fell inside (truncated) or
     clipped (censored), against 400,000 draws at levels inside, near and beyond the ends."""
-    from kuosan.tasks.noise_level import _clipped_noise_sd
+    from kuosan.tasks.noise_level import _clipped_moments
 
     level = torch.tensor([0.5, 0.05, 0.97, 1.1, -0.2], dtype=torch.float64)
     sigma = torch.tensor(0.2, dtype=torch.float64)
     v = level[:, None] + sigma * torch.randn(5, 400_000, generator=torch.Generator().manual_seed(0),
                                              dtype=torch.float64)
     for truncated in (True, False):
-        sd, mean = _clipped_noise_sd(level, sigma, (0.0, 1.0), torch.tensor(truncated))
+        sd, mean = _clipped_moments(level, sigma, (0.0, 1.0), torch.tensor(truncated))
         for i in range(5):
             seen = v[i][(v[i] > 0) & (v[i] < 1)] if truncated else v[i].clamp(0, 1)
             assert float(mean[i]) == pytest.approx(float(seen.mean()), abs=4 * float(seen.std()) / len(seen)**0.5)

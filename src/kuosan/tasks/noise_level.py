@@ -19,7 +19,8 @@ is itself made by the noise: near black or white a patch escapes clipping only w
 inwards, so the patches kept hold a truncated normal's noise, weaker than σ (gray 8-bit held-out crops at σ = 50:
 −5 % to −9 %). Each kept patch is taken as flat at its clean level (``_unclipped_sigma``; the weak-texture
 patches nearly are), and σ is the level whose truncated noise, averaged over those patches, reads what was
-measured.
+measured. Where almost no patch escapes clipping, all are kept and their noise is modelled as censored (clipped)
+instead of truncated.
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def _clip_free(x: Tensor, patch: int, keep: Tensor | None, holds: Tensor | None)
     return cols, energy, False
 
 
-def _clipped_noise_sd(level: Tensor, sigma: Tensor, clip_range: tuple[float, float], truncated: Tensor) -> Tensor:
+def _clipped_moments(level: Tensor, sigma: Tensor, clip_range: tuple[float, float], truncated: Tensor
+                     ) -> tuple[Tensor, Tensor]:
     """The standard deviation of v = level + σ·n (n standard normal) seen through clipping to ``clip_range``, and
     its mean: where ``truncated``, of v given that it fell inside the range (a patch kept for holding no clipped
     value); elsewhere of v clipped to the range (censored: a patch kept although it holds clipped values).
@@ -192,9 +194,9 @@ def _unclipped_sigma(measured: float, means: Tensor, truncated: Tensor, clip_ran
         above = torch.full_like(below, high + 4 * measured)
         for _ in range(30):
             mid = (below + above) / 2
-            higher = _clipped_noise_sd(mid, grid, clip_range, trunc)[1] < observed
+            higher = _clipped_moments(mid, grid, clip_range, trunc)[1] < observed
             below, above = torch.where(higher, mid, below), torch.where(higher, above, mid)
-        return (_clipped_noise_sd((below + above) / 2, grid, clip_range, trunc)[0] ** 2).mean((1, 2)).sqrt()
+        return (_clipped_moments((below + above) / 2, grid, clip_range, trunc)[0] ** 2).mean((1, 2)).sqrt()
 
     lo, hi = measured, 3.0 * measured
     for _ in range(2):
