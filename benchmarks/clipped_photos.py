@@ -8,13 +8,19 @@ default: their expected values before clipping given a first estimate); the same
 ``--adapt`` (GainTuning steps, 10 by default), all in this one run, with kuosan's seconds (filled, given σ) and
 ``--adapt``'s. In brackets: filling's gain over taking them as they are, and ``--adapt``'s over filling.
 
+``--tasks upscale,deblur`` adds a table for the same photos shrunk 4× (antialiased bicubic) or blurred (Gaussian,
+std 1.6 px, reflected edges), then the noise, clipped and rounded: kuosan ``upscale`` / ``deblur`` told σ, taking
+the clipped values as they are (``fill_clipped=False``) and filling them at each step (the default), and with the
+noise level estimated; PSNR of bicubic interpolation or of the blurred input for scale.
+
     python benchmarks/clipped_photos.py [--kinds gray,rgb] [--sigmas 15,25,50] [--adapt 10] [--clip-rounds 1]
-                                        [--bm3d] [--panel docs/clipped.png]
+                                        [--bm3d] [--panel docs/clipped.png] [--tasks denoise,upscale,deblur]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
@@ -31,9 +37,18 @@ def main() -> None:
     parser.add_argument("--bm3d", action="store_true", help="add BM3D (given σ) to each row")
     parser.add_argument("--panel", help="save noisy | BM3D | kuosan, clipped as they are | kuosan | clean for the "
                                         "last photo (needs --bm3d)")
+    parser.add_argument("--tasks", default="denoise", help="denoise, upscale, deblur: any of them, comma-separated")
     args = parser.parse_args()
     if args.panel and not args.bm3d:
         parser.error("--panel needs --bm3d (the panel shows BM3D's result)")
+    tasks = args.tasks.split(",")
+    if not set(tasks) <= {"denoise", "upscale", "deblur"}:
+        parser.error(f"--tasks {args.tasks!r}: use denoise, upscale, deblur")
+    sigmas = [int(s) for s in args.sigmas.split(",")]
+    if set(tasks) & {"upscale", "deblur"}:
+        restoration_table([t for t in tasks if t != "denoise"], args.kinds.split(","), sigmas)
+    if "denoise" not in tasks:
+        return
     import kuosan
     from kuosan.data.photos import held_out_photos
 
@@ -43,7 +58,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in args.kinds.split(","):
         photos = held_out_photos({"gray": 1, "rgb": 3}[kind])
-        for sigma in (int(s) for s in args.sigmas.split(",")):
+        for sigma in sigmas:
             for name, photo in photos.items():
                 clean = crop(photo)
                 noisy = clean + sigma / 255 * np.random.default_rng(0).standard_normal(clean.shape)
@@ -82,6 +97,51 @@ def main() -> None:
                                 for p in panel], axis=1)
         Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
         print(f"\npanel (noisy 8-bit | BM3D | kuosan, clipped as they are | kuosan | clean) → {args.panel}")
+
+
+def restoration_table(tasks: list[str], kinds: list[str], sigmas: list[int]) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    import kuosan
+    from kuosan.data.photos import held_out_photos
+    from kuosan.tasks.operators import BicubicDownsample, Blur, gaussian_kernel
+
+    print("| kind | task | σ | photo | clipped | bicubic / blurred input | kuosan, clipped as they are | kuosan "
+          "| kuosan noise auto | s (kuosan) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for kind in kinds:
+        for task in tasks:
+            for sigma in sigmas:
+                for name, photo in held_out_photos({"gray": 1, "rgb": 3}[kind]).items():
+                    clean = crop(photo)
+                    x = torch.from_numpy(clean)
+                    x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+                    if task == "upscale":
+                        degraded = BicubicDownsample(4)(x)
+                    else:
+                        r = 16
+                        degraded = Blur(gaussian_kernel(1.6))(F.pad(x, (r, r, r, r), mode="reflect"))[..., r:-r, r:-r]
+                    degraded = degraded[0, 0].numpy() if kind == "gray" else degraded[0].permute(1, 2, 0).numpy()
+                    noisy = degraded + sigma / 255 * np.random.default_rng(0).standard_normal(degraded.shape)
+                    y = (np.round(np.clip(noisy, 0, 1) * 255) / 255).astype(np.float32)
+                    share = float(np.mean((y == 0) | (y == 1)))
+                    if task == "upscale":
+                        t = torch.from_numpy(y)
+                        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+                        base = F.interpolate(t, scale_factor=4, mode="bicubic", align_corners=False)[0]
+                        base = base[0].numpy() if kind == "gray" else base.permute(1, 2, 0).numpy()
+                        run = functools.partial(kuosan.upscale, y, 4)
+                    else:
+                        base, run = y, functools.partial(kuosan.deblur, y, 1.6)
+                    as_they_are = psnr(run(noise=sigma, fill_clipped=False), clean)
+                    start = time.perf_counter()
+                    filled = psnr(run(noise=sigma), clean)
+                    seconds = time.perf_counter() - start
+                    auto = psnr(run(noise=None), clean)
+                    print(f"| {kind} | {task} | {sigma} | {name} | {share * 100:.1f} % | {psnr(base, clean):.2f} "
+                          f"| {as_they_are:.2f} | {filled:.2f} ({filled - as_they_are:+.2f}) | {auto:.2f} "
+                          f"| {seconds:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

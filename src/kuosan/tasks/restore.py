@@ -129,9 +129,10 @@ def downsampling(kernel: str, scale: int) -> Operator:
 @torch.no_grad()
 def upscale_tensor(denoiser, low: Tensor, scale: int, *, mode: str = "mmse", steps: int | None = None,
                    seed: int = 0, eta: float = 1.0, kernel: str = "bicubic", noise_sigma: float = 0.0,
-                   progress: bool = False) -> Tensor:
+                   fill_clipped: bool = True, progress: bool = False) -> Tensor:
     """Super-resolve low [1, C, h, w] by ``scale``, A = ``kernel`` downsampling (see module docstring);
-    ``noise_sigma``: the noise σ of ``low`` in model units.
+    ``noise_sigma``: the noise σ of ``low`` in model units; ``fill_clipped``: in ``mmse`` with noise, take
+    values clipped at black or white at their expected value before clipping (see ``_plug_and_play``).
 
     ``mmse``: ``steps`` (default 10) plug-and-play iterations, σ from 0.6 to max(0.02, σ_y). ``sample``:
     DDNM ancestral sampling, ``steps`` (default 20) from the prior's σ_max, noise fraction ``eta``.
@@ -144,7 +145,7 @@ def upscale_tensor(denoiser, low: Tensor, scale: int, *, mode: str = "mmse", ste
     start = op.project(bicubic, low) if noise_sigma == 0 else bicubic
     if mode == "mmse":
         return _plug_and_play(denoiser, op, low, start, 10 if steps is None else steps, progress,
-                              noise_sigma=noise_sigma)
+                              noise_sigma=noise_sigma, fill=fill_clipped)
     if mode != "sample":
         raise KuosanError(f"mode {mode!r}: use mmse or sample")
     return _consistent_sampling(denoiser, op, low, start, 20 if steps is None else steps, seed, eta, progress,
@@ -156,10 +157,10 @@ QUANTIZATION_SIGMA = 2 / 255 / math.sqrt(12)  # std of 8-bit rounding in model u
 
 @torch.no_grad()
 def deblur_tensor(denoiser, blurred: Tensor, kernel: Tensor, *, steps: int = 20, noise_sigma: float = 0.0,
-                  progress: bool = False) -> Tensor:
+                  fill_clipped: bool = True, progress: bool = False) -> Tensor:
     """Deblur ``blurred`` [1, C, H, W] made with ``kernel`` ([kh, kw], odd sides) plus noise of std
     ``noise_sigma`` (model units): ``steps`` plug-and-play iterations, σ from 0.6 down to max(0.02, σ_y), on
-    the image padded by reflection (see the module docstring)."""
+    the image padded by reflection (see the module docstring); ``fill_clipped`` as in ``upscale_tensor``."""
     if noise_sigma < 0:
         raise KuosanError(f"noise must be ≥ 0, got {noise_sigma}")
     try:
@@ -171,7 +172,8 @@ def deblur_tensor(denoiser, blurred: Tensor, kernel: Tensor, *, steps: int = 20,
     pad_h, pad_w = min(kh, height - 1), min(kw, width - 1)  # reflection needs pad < size
     y = torch.nn.functional.pad(blurred, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
     try:
-        out = _plug_and_play(denoiser, op, y, y, steps, progress, noise_sigma=max(noise_sigma, QUANTIZATION_SIGMA))
+        out = _plug_and_play(denoiser, op, y, y, steps, progress, noise_sigma=max(noise_sigma, QUANTIZATION_SIGMA),
+                             fill=fill_clipped)
     except ValueError as e:
         raise KuosanError(str(e)) from None
     return out[..., pad_h:pad_h + height, pad_w:pad_w + width]
@@ -481,10 +483,12 @@ def adapt_prior(prior, y: Tensor, sigma: float, steps: int, patch: int = 256, se
 
 def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int | None = None,
             kernel: str = "bicubic", noise: float | None = 0.0, seed: int = 0, tile: int = 256,
-            device: str = "cpu", precision: str = "auto", progress: bool = False):
+            device: str = "cpu", precision: str = "auto", fill_clipped: bool = True, progress: bool = False):
     """Enlarge a PIL image or array ``scale``× (2 or 4; any integer ≥ 2 works). ``kernel``: how the image was
     shrunk (``bicubic``: antialiased, as Pillow/MATLAB/most software; ``box``: block averages). ``noise``: σ
-    of the input's noise in 0–255 units (None: estimate it). Alpha is resized bicubic."""
+    of the input's noise in 0–255 units (None: estimate it). ``fill_clipped`` (``mmse`` with noise): values at
+    black or white, where a saved image's noise was cut off, are taken at their expected value before
+    clipping at each step; False takes them as they are. Alpha is resized bicubic."""
     if int(scale) != scale or scale < 2:
         raise KuosanError(f"scale must be a whole number ≥ 2, got {scale}")
     scale = int(scale)
@@ -492,7 +496,7 @@ def upscale(image, scale: int = 2, *, model=DEFAULT_PRIOR, mode: str = "mmse", s
     noise_model = _input_noise(picture, noise)
     d = prepare(load_prior(model, device, picture.channels, precision), picture.channels, tile)
     out = upscale_tensor(d, picture.tensor.to(device), scale, mode=mode, steps=steps, seed=seed, kernel=kernel,
-                         noise_sigma=noise_model, progress=progress)
+                         noise_sigma=noise_model, fill_clipped=fill_clipped, progress=progress)
     alpha = None
     if picture.alpha is not None:
         a = torch.from_numpy(picture.alpha).float()[None, None]
@@ -511,9 +515,11 @@ def _input_noise(picture, noise: float | None) -> float:
 
 
 def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int = 20, noise: float | None = 0.0,
-           tile: int = 256, device: str = "cpu", precision: str = "auto", progress: bool = False):
+           tile: int = 256, device: str = "cpu", precision: str = "auto", fill_clipped: bool = True,
+           progress: bool = False):
     """Undo a known blur: ``blur`` is the std in pixels of a Gaussian blur, or a kernel (2-D array, odd
-    sides; normalised). ``noise``: σ of the input's noise in 0–255 units (None: estimate it). Alpha is kept."""
+    sides; normalised). ``noise``: σ of the input's noise in 0–255 units (None: estimate it). ``fill_clipped``
+    as in ``upscale``. Alpha is kept."""
     picture = _Picture(image)
     if isinstance(blur, (int, float)):
         if not blur > 0:
@@ -524,7 +530,7 @@ def deblur(image, blur: float | Tensor = 1.6, *, model=DEFAULT_PRIOR, steps: int
     noise_model = _input_noise(picture, noise)
     d = prepare(load_prior(model, device, picture.channels, precision), picture.channels, tile)
     out = deblur_tensor(d, picture.tensor.to(device), kernel, steps=steps, noise_sigma=noise_model,
-                        progress=progress)
+                        fill_clipped=fill_clipped, progress=progress)
     return picture.give_back(out)
 
 
