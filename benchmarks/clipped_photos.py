@@ -44,6 +44,8 @@ def main() -> None:
     tasks = args.tasks.split(",")
     if not set(tasks) <= {"denoise", "upscale", "deblur"}:
         parser.error(f"--tasks {args.tasks!r}: use denoise, upscale, deblur")
+    if not set(args.kinds.split(",")) <= {"gray", "rgb"}:
+        parser.error(f"--kinds {args.kinds!r}: use gray, rgb or both")
     sigmas = [int(s) for s in args.sigmas.split(",")]
     if set(tasks) & {"upscale", "deblur"}:
         restoration_table([t for t in tasks if t != "denoise"], args.kinds.split(","), sigmas)
