@@ -95,11 +95,10 @@ def _inverse_mills(a: Tensor) -> Tensor:
     return torch.exp(log_pdf - torch.special.log_ndtr(wide)).to(a.dtype)
 
 
-def _holds_clipped(x: Tensor, patch: int, clip_range: tuple[float, float] | None) -> Tensor | None:
+def _holds_clipped(ends: Tensor | None, patch: int) -> Tensor | None:
     """Per patch position (flat, row-major, as ``_patches``): whether the patch holds a clipped value in any
-    channel; None if none does."""
-    ends = clipped(x, clip_range)
-    if ends is None:
+    channel, from the map ``clipped`` gives ([C, H, W]); None if none does."""
+    if ends is None or not bool(ends.any()):
         return None
     any_channel = ends.any(0).float()[None, None]
     # separably, rows then columns: the same maximum, 3.5× faster on a 12-megapixel photo
@@ -236,9 +235,11 @@ def estimate_noise_sigma(image: Tensor, patch: int = 7, max_patches: int = 200_0
     keep = None
     if count > max_patches:
         keep = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_patches]
-    holds = _holds_clipped(x, patch, clip_range)
+    ends = clipped(x, clip_range)          # found once; each plane's share of it serves the planes one by one
+    holds = _holds_clipped(ends, patch)
     if c > 1 and holds is not None and float(holds.double().mean()) > MOSTLY_CLIPPED:
-        planes = [_clip_free(plane, patch, keep, _holds_clipped(plane, patch, clip_range)) for plane in x.split(1)]
+        planes = [_clip_free(plane, patch, keep, _holds_clipped(plane_ends, patch))
+                  for plane, plane_ends in zip(x.split(1), ends.split(1), strict=True)]
         c = 1
     else:
         planes = [_clip_free(x, patch, keep, holds)]
