@@ -88,11 +88,15 @@ def fill_clipped(y: Tensor, estimate: Tensor, sigma: float, clip_range: tuple[fl
     return filled
 
 
+def _log_normal_pdf(t: Tensor) -> Tensor:
+    """log φ(t), the standard normal density."""
+    return -0.5 * t * t - 0.5 * math.log(2 * math.pi)
+
+
 def _inverse_mills(a: Tensor) -> Tensor:
     """φ(a)/Φ(a) for the standard normal, from logs (Φ(a) underflows for a ≪ 0, where the ratio is ≈ −a)."""
     wide = a.double()
-    log_pdf = -0.5 * wide * wide - 0.5 * math.log(2 * math.pi)
-    return torch.exp(log_pdf - torch.special.log_ndtr(wide)).to(a.dtype)
+    return torch.exp(_log_normal_pdf(wide) - torch.special.log_ndtr(wide)).to(a.dtype)
 
 
 def _holds_clipped(ends: Tensor | None, patch: int) -> Tensor | None:
@@ -158,7 +162,7 @@ def _clipped_moments(level: Tensor, sigma: Tensor, clip_range: tuple[float, floa
     Returns (sd, mean), broadcast over level and σ."""
     low, high = clip_range
     a, b = (low - level) / sigma, (high - level) / sigma
-    pdf_a, pdf_b = (torch.exp(-0.5 * t * t) / math.sqrt(2 * math.pi) for t in (a, b))
+    pdf_a, pdf_b = torch.exp(_log_normal_pdf(a)), torch.exp(_log_normal_pdf(b))
     cdf_a, cdf_b = torch.special.ndtr(a), torch.special.ndtr(b)
     inside = (cdf_b - cdf_a).clamp_min(1e-300)
     # E[v; a < n < b] and E[v²; a < n < b]
