@@ -2,7 +2,7 @@
 
 Python API: ``kuosan.train.train`` a model, ``kuosan.load`` it as a denoiser, ``kuosan.generate`` images;
 restore photos with ``kuosan.denoise``, ``kuosan.upscale``, ``kuosan.deblur``, ``kuosan.inpaint``
-(``kuosan.estimate_noise``).
+(``kuosan.estimate_noise``, ``kuosan.estimate_noise_curve`` for a camera's signal-dependent noise).
 Heavy modules are imported on first use so that ``import kuosan`` and ``kuosan --help`` stay fast.
 """
 
@@ -21,6 +21,7 @@ _LAZY = {
     "deblur": ("kuosan.tasks.restore", "deblur"),
     "inpaint": ("kuosan.tasks.restore", "inpaint"),
     "estimate_noise": ("kuosan.tasks.restore", "estimate_noise"),
+    "estimate_noise_curve": ("kuosan.tasks.restore", "estimate_noise_curve"),
 }
 
 

@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", default="auto",
                    help="noise standard deviation in 0–255 pixel units, or auto (estimated from the image by "
                         "Chen et al. 2015's patch-PCA rule refined on weak-texture patches)")
+    p.add_argument("--noise-curve", metavar="auto|GAIN,FLOOR",
+                   help="the noise is signal-dependent, as a camera's (Poisson–Gaussian: variance GAIN·x + FLOOR "
+                        "at clean value x, 0–255 units): auto estimates it; the image is variance-stabilised "
+                        "(generalized Anscombe), denoised and transformed back (instead of --sigma)")
     p.add_argument("--mode", choices=("mmse", "sample"), default="mmse",
                    help="mmse: posterior mean, best PSNR (one network pass); sample: a posterior sample "
                         "(sampler from σ down to 0; seeds give different plausible results)")
@@ -352,6 +356,24 @@ def _noise_level(value: str, flag: str, image, estimate) -> float:
     return sigma
 
 
+def _noise_curve(value: str, image):
+    """``--noise-curve``: ``auto`` (estimated from the image, and said) or GAIN,FLOOR."""
+    from kuosan.tasks.noise_level import NoiseCurve
+    from kuosan.tasks.restore import estimate_noise_curve
+
+    if value == "auto":
+        curve = estimate_noise_curve(image)
+        print(f"kuosan: estimated noise variance = {curve.gain:.3g}·x + {curve.floor:.3g} (0–255 units: σ "
+              f"{curve.sigma(0):.1f} at black, {curve.sigma(128):.1f} at mid-gray, {curve.sigma(255):.1f} at white)",
+              file=sys.stderr)
+        return curve
+    try:
+        gain, floor = (float(v) for v in value.split(","))
+        return NoiseCurve(gain, floor)
+    except ValueError:
+        raise KuosanError(f"--noise-curve {value!r}: give auto or GAIN,FLOOR (two numbers ≥ 0, e.g. 2,4)") from None
+
+
 def cmd_denoise(args) -> None:
     from kuosan.tasks.restore import denoise, estimate_noise
     from kuosan.train.trainer import resolve_device
@@ -359,8 +381,14 @@ def cmd_denoise(args) -> None:
     if args.adapt and args.mode != "mmse":
         raise KuosanError("--adapt works with --mode mmse (it fits the posterior mean)")
     image, dst = _restore_io(args)
-    sigma = _noise_level(args.sigma, "--sigma", image, estimate_noise)
-    out = denoise(image, sigma, model=args.model, mode=args.mode, steps=args.steps, seed=args.seed,
+    curve = None
+    if args.noise_curve is not None:
+        if args.sigma != "auto":
+            raise KuosanError("give --sigma (white noise) or --noise-curve (signal-dependent noise), not both")
+        sigma, curve = None, _noise_curve(args.noise_curve, image)
+    else:
+        sigma = _noise_level(args.sigma, "--sigma", image, estimate_noise)
+    out = denoise(image, sigma, noise_curve=curve, model=args.model, mode=args.mode, steps=args.steps, seed=args.seed,
                   ensemble=args.ensemble, chroma_bases=args.chroma_bases, adapt=args.adapt,
                   clip_rounds=args.clip_rounds, tile=args.tile, device=resolve_device(args.device),
                   precision=args.precision, progress=True)

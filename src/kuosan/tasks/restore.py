@@ -37,7 +37,8 @@ from kuosan.diffusion.symmetry import DIHEDRAL, FlipEnsemble, turn, turn_back
 from kuosan.errors import KuosanError
 from kuosan.samplers.sde import euler_ancestral
 from kuosan.tasks.fill import smooth_fill
-from kuosan.tasks.noise_level import clipped, estimate_noise_sigma, fill_clipped
+from kuosan.tasks.noise_level import NoiseCurve, clipped, estimate_noise_sigma, fill_clipped
+from kuosan.tasks.noise_level import estimate_noise_curve as noise_curve_of
 from kuosan.tasks.operators import (
     BicubicDownsample,
     Blur,
@@ -48,6 +49,7 @@ from kuosan.tasks.operators import (
     gaussian_kernel,
 )
 from kuosan.tasks.tiling import TiledDenoiser
+from kuosan.tasks.vst import GeneralizedAnscombe
 
 DEFAULT_PRIOR = "builtin:photo"
 # A gray prior named by reference, and the colour prior that restores colour images in its place when it is
@@ -396,11 +398,40 @@ def estimate_noise(image) -> float:
     return estimate_sigma(picture.tensor) * 255.0 / 2.0
 
 
-def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str = "mmse", steps: int = 10,
-            seed: int = 0, ensemble: int = 1, chroma_bases: int = 2, adapt: int = 0, clip_rounds: int = 1,
-            tile: int = 256, device: str = "cpu", precision: str = "auto", progress: bool = False):
+def estimate_noise_curve(image) -> NoiseCurve:
+    """The signal-dependent noise of a PIL image or array (variance = gain·x + floor at clean value x, in 0–255
+    pixel units; ``kuosan.tasks.noise_level.estimate_noise_curve``)."""
+    return _estimate_curve(_Picture(image).tensor)
+
+
+def _estimate_curve(y: Tensor) -> NoiseCurve:
+    """The ``NoiseCurve`` of y [1, C, H, W] in model units, in 0–255 pixel units."""
+    return noise_curve_of(((y[0] + 1) * 127.5).cpu(), clip_range=(0.0, 255.0))
+
+
+def _as_curve(noise_curve) -> NoiseCurve:
+    """``denoise``'s ``noise_curve``: a NoiseCurve or a (gain, floor) pair."""
+    if isinstance(noise_curve, NoiseCurve):
+        return noise_curve
+    try:
+        gain, floor = (float(v) for v in noise_curve)
+        return NoiseCurve(gain, floor)
+    except (TypeError, ValueError) as e:
+        raise KuosanError(f"noise_curve {noise_curve!r}: give 'auto' or (gain, floor), both ≥ 0 ({e})") from None
+
+
+def denoise(image, sigma: float | None = None, *, noise_curve=None, model=DEFAULT_PRIOR, mode: str = "mmse",
+            steps: int = 10, seed: int = 0, ensemble: int = 1, chroma_bases: int = 2, adapt: int = 0,
+            clip_rounds: int = 1, tile: int = 256, device: str = "cpu", precision: str = "auto",
+            progress: bool = False):
     """Denoise a PIL image or array (gray, RGB, RGBA; alpha kept). ``sigma`` in 0–255 pixel units, or None
     to estimate it (``estimate_noise``). Returns the same kind of image.
+
+    ``noise_curve``: the noise is signal-dependent, as a camera's (Poisson–Gaussian: variance gain·x + floor at
+    clean value x, 0–255 units): ``"auto"`` estimates it (``estimate_noise_curve``), or give (gain, floor). The
+    image is then variance-stabilised (``kuosan.tasks.vst.GeneralizedAnscombe``), denoised at the stabilised σ
+    with everything below as for white noise, and transformed back by the exact unbiased inverse. Not with
+    ``sigma``.
 
     ``ensemble`` (``mmse`` mode): flips/rotations averaged (1–8); for a colour image and a gray prior the
     chroma is averaged over that many (flip, basis) views, so ``ensemble=8`` with 2 bases is 24 network passes
@@ -423,13 +454,25 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
     if clip_rounds < 0:
         raise KuosanError(f"clip_rounds must be ≥ 0, got {clip_rounds}")
     picture = _Picture(image)
-    if sigma is None:
+    stabiliser = None
+    if noise_curve is not None:
+        if sigma is not None:
+            raise KuosanError("give sigma (white noise) or noise_curve (signal-dependent noise), not both")
+        curve = _estimate_curve(picture.tensor) if noise_curve == "auto" else _as_curve(noise_curve)
+        if curve.gain > 0:
+            stabiliser = GeneralizedAnscombe(curve)
+            sigma_model = stabiliser.sigma
+        else:                   # no signal-dependent part: white noise of the floor's σ
+            sigma_model = pixel_to_model_sigma(math.sqrt(curve.floor))
+    elif sigma is None:
         sigma_model = estimate_sigma(picture.tensor)
     else:
         if not sigma >= 0:
             raise KuosanError(f"sigma must be ≥ 0, got {sigma}")
         sigma_model = pixel_to_model_sigma(sigma)
     y = picture.tensor.to(device)
+    if stabiliser is not None:
+        y = stabiliser.to_model(y)
     prior = load_prior(model, device, picture.channels, precision)
 
     def run(network, noisy: Tensor) -> Tensor:
@@ -451,14 +494,15 @@ def denoise(image, sigma: float | None = None, *, model=DEFAULT_PRIOR, mode: str
         for _ in range(clip_rounds):
             filled = fill_clipped(y, first_estimate(filled, ends), sigma_fit, ends=ends)
     if not (adapt and denoised_at_all):
-        return picture.give_back(run(prior, filled))
-    from kuosan.tasks.adapt import clearance
+        out = run(prior, filled)
+    else:
+        from kuosan.tasks.adapt import clearance
 
-    out = run(adapt_prior(prior, y, sigma_fit, adapt, tile or 256, seed, progress), filled)
-    if ends is not None:     # near black and white the unadapted prior's result is kept (see gain_tune)
-        plain = run(prior, filled)
-        out = plain + clearance(plain, sigma_fit) * (out - plain)
-    return picture.give_back(out)
+        out = run(adapt_prior(prior, y, sigma_fit, adapt, tile or 256, seed, progress), filled)
+        if ends is not None:     # near black and white the unadapted prior's result is kept (see gain_tune)
+            plain = run(prior, filled)
+            out = plain + clearance(plain, sigma_fit) * (out - plain)
+    return picture.give_back(out if stabiliser is None else stabiliser.from_model(out))
 
 
 def adapt_prior(prior, y: Tensor, sigma: float, steps: int, patch: int = 256, seed: int = 0,
