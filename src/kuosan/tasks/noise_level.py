@@ -298,7 +298,8 @@ def estimate_noise_curve(image: Tensor, patch: int = 7, bins: int = 8, max_patch
     """The ``NoiseCurve`` of ``image`` ([C, H, W] or [H, W]), in the image's own units.
 
     Each patch's mean is close to its clean level (the noise averages out over its patch² values), so the
-    patches are sorted by their mean into ``bins`` bins of equal count, σ is estimated in each bin as
+    patches are sorted by their mean into ``bins`` bins of equal count (fewer in a small image, each holding 8
+    patches per patch dimension at least), σ is estimated in each bin as
     ``estimate_noise_sigma`` does (Chen et al. on the bin's patches, refined on its weak-texture ones, corrected
     for clipping with ``clip_range``), and variance = gain·level + floor is fitted to the bins' (level, σ²) by
     least squares on the relative error (each bin's σ² is about as sure as the next, relative to itself), with
@@ -324,22 +325,36 @@ def estimate_noise_curve(image: Tensor, patch: int = 7, bins: int = 8, max_patch
     means = cols.mean(1)
     order = means.argsort()
     levels, variances = [], []
-    for chunk in order.chunk(bins):
-        if len(chunk) < 8 * cols.shape[1]:        # too few patches for a covariance
-            continue
+    # at least 8 patches per patch dimension in a bin, for its covariance: a small image gets fewer bins
+    for chunk in order.chunk(max(1, min(bins, len(order) // (8 * cols.shape[1])))):
         # a bin's patches share one level, so fewer of them model its clipping (4× faster, the same curves)
         sigma = _refined_sigma(cols[chunk], energy[chunk], truncated[chunk], 1, patch, rounds,
                                clip_range if ends is not None else None, sample=512)
         levels.append(float(means[chunk].mean()))
         variances.append(sigma**2)
-    if not levels:
-        raise ValueError(f"image {h}×{w} is too small to estimate a noise curve")
     return _fit_curve(torch.tensor(levels, dtype=torch.float64), torch.tensor(variances, dtype=torch.float64))
 
 
-def _fit_curve(levels: Tensor, variances: Tensor) -> NoiseCurve:
-    """gain, floor ≥ 0 minimising Σ ((gain·level + floor − variance) / variance)²."""
-    weight = 1.0 / variances.clamp_min(1e-12)
+def _fit_curve(levels: Tensor, variances: Tensor, rounds: int = 10, huber: float = 0.1) -> NoiseCurve:
+    """gain, floor ≥ 0 fitted to the bins' variances by least squares on the relative error, (fit − variance) / fit,
+    iteratively reweighted: the weights come from the fit, not from the measured variances (which would favour a
+    bin read too low), and a bin off the fit by more than ``huber`` of it counts as if it were only that far off
+    (Huber), so one bin whose estimate went astray does not bend the curve: held-out gray ``astronaut`` under
+    variance 8·x + 16 read one bin of eight at 21.4 instead of ~32, and the plain relative fit gave 2.4·x + 425."""
+    if float(variances.max()) <= 0:      # no noise at all (a flat, clean image)
+        return NoiseCurve(0.0, 0.0)
+    fit = torch.full_like(variances, float(variances.median())).clamp_min(1e-12)
+    curve = NoiseCurve(0.0, float(fit[0]))
+    for _ in range(rounds):
+        error = (variances - fit) / fit
+        weight = (huber / error.abs().clamp_min(1e-12)).clamp(max=1.0).sqrt() / fit
+        curve = _weighted_line(levels, variances, weight)
+        fit = (curve.gain * levels + curve.floor).clamp_min(1e-12)
+    return curve
+
+
+def _weighted_line(levels: Tensor, variances: Tensor, weight: Tensor) -> NoiseCurve:
+    """gain, floor ≥ 0 minimising Σ (weight·(gain·level + floor − variance))²."""
     design = torch.stack([levels, torch.ones_like(levels)], 1) * weight[:, None]
     target = variances * weight
     if len(levels) >= 2:
