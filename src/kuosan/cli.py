@@ -388,8 +388,8 @@ def cmd_denoise(args) -> None:
         sigma, curve = None, _noise_curve(args.noise_curve, image)
     else:
         sigma = _noise_level(args.sigma, "--sigma", image, estimate_noise)
-    out = denoise(image, sigma, noise_curve=curve, model=args.model, mode=args.mode, steps=args.steps, seed=args.seed,
-                  ensemble=args.ensemble, chroma_bases=args.chroma_bases, adapt=args.adapt,
+    out = denoise(image, sigma, noise_curve=curve, model=args.model, mode=args.mode, steps=args.steps,
+                  seed=args.seed, ensemble=args.ensemble, chroma_bases=args.chroma_bases, adapt=args.adapt,
                   clip_rounds=args.clip_rounds, tile=args.tile, device=resolve_device(args.device),
                   precision=args.precision, progress=True)
     _save_result(out, dst)

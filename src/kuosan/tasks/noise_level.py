@@ -196,7 +196,7 @@ def _unclipped_sigma(measured: float, means: Tensor, truncated: Tensor, clip_ran
         # The clean level behind each mean, by bisection (the mean seen through clipping rises with the level).
         below = torch.full(observed.shape[1:], low - 4 * measured, dtype=means.dtype).expand(len(sigmas), -1, -1)
         above = torch.full_like(below, high + 4 * measured)
-        for _ in range(24):     # to ~1e-6 of the range
+        for _ in range(30):
             mid = (below + above) / 2
             higher = _clipped_moments(mid, grid, clip_range, trunc)[1] < observed
             below, above = torch.where(higher, mid, below), torch.where(higher, above, mid)
@@ -256,7 +256,7 @@ def estimate_noise_sigma(image: Tensor, patch: int = 7, max_patches: int = 200_0
 
 
 def _refined_sigma(cols: Tensor, energy: Tensor, truncated: Tensor, channels: int, patch: int, rounds: int,
-                   clip_range: tuple[float, float] | None, sample: int = 2048) -> float:
+                   clip_range: tuple[float, float] | None) -> float:
     """Chen et al.'s σ of patch vectors [N, channels·patch²], refined ``rounds`` times on the weak-texture
     patches (Liu et al.), then, with ``clip_range`` (some patch was clipped), corrected for the clipping of the
     patches kept (``truncated`` [N]; ``_unclipped_sigma``)."""
@@ -271,7 +271,7 @@ def _refined_sigma(cols: Tensor, energy: Tensor, truncated: Tensor, channels: in
     if clip_range is None:
         return sigma
     means = cols[used].reshape(int(used.sum()), channels, patch * patch).mean(-1)
-    return _unclipped_sigma(sigma, means, truncated[used], clip_range, sample)
+    return _unclipped_sigma(sigma, means, truncated[used], clip_range)
 
 
 @dataclass(frozen=True)
@@ -299,13 +299,13 @@ def estimate_noise_curve(image: Tensor, patch: int = 7, bins: int = 8, max_patch
 
     Each patch's mean is close to its clean level (the noise averages out over its patch² values), so the
     patches are sorted by their mean into ``bins`` bins of equal count (fewer in a small image, each holding 8
-    patches per patch dimension at least), σ is estimated in each bin as
-    ``estimate_noise_sigma`` does (Chen et al. on the bin's patches, refined on its weak-texture ones, corrected
-    for clipping with ``clip_range``), and variance = gain·level + floor is fitted to the bins' (level, σ²) by
-    least squares on the relative error (each bin's σ² is about as sure as the next, relative to itself), with
-    gain and floor ≥ 0. Colour channels are taken one at a time, each channel's patches as samples of one gray
-    image, as their levels differ (Liu, Tanaka & Okutomi 2014 fit a camera's noise level function likewise, from
-    weak-texture patches)."""
+    patches per patch dimension at least), σ is estimated in each bin as ``estimate_noise_sigma`` does (Chen et
+    al. on the bin's patches, refined on its weak-texture ones, corrected for clipping with ``clip_range``), and
+    variance = gain·level + floor is fitted to the bins' (level, σ²) by least squares on the relative error (each
+    bin's σ² is about as sure as the next, relative to itself), with gain and floor ≥ 0, robust to a bin read
+    astray (``_fit_curve``). Colour channels are taken one at a time, each channel's patches as samples of one
+    gray image, as their levels differ (Liu, Tanaka & Okutomi 2014 fit a camera's noise level function likewise,
+    from weak-texture patches)."""
     x = image.detach().double()
     if x.ndim == 2:
         x = x[None]
@@ -327,9 +327,8 @@ def estimate_noise_curve(image: Tensor, patch: int = 7, bins: int = 8, max_patch
     levels, variances = [], []
     # at least 8 patches per patch dimension in a bin, for its covariance: a small image gets fewer bins
     for chunk in order.chunk(max(1, min(bins, len(order) // (8 * cols.shape[1])))):
-        # a bin's patches share one level, so fewer of them model its clipping (4× faster, the same curves)
         sigma = _refined_sigma(cols[chunk], energy[chunk], truncated[chunk], 1, patch, rounds,
-                               clip_range if ends is not None else None, sample=512)
+                               clip_range if ends is not None else None)
         levels.append(float(means[chunk].mean()))
         variances.append(sigma**2)
     return _fit_curve(torch.tensor(levels, dtype=torch.float64), torch.tensor(variances, dtype=torch.float64))
