@@ -96,7 +96,7 @@ def test_builtin_photo_prior_deblurs_a_held_out_photo():
     assert psnr(out, clean) > psnr(blurred, clean) + 2
 
 
-def test_cli_denoise_upscale_inpaint(files, tiny_rgb_model):
+def test_cli_denoise_upscale_inpaint(files, tiny_rgb_model, capsys):
     root, clean = files
     model = ["--model", str(tiny_rgb_model), "--device", "cpu"]
     assert main(["denoise", str(root / "noisy.png"), str(root / "d.png"), "--sigma", "20",
@@ -108,6 +108,10 @@ def test_cli_denoise_upscale_inpaint(files, tiny_rgb_model):
     assert main(["denoise", str(root / "noisy.png"), str(root / "a.png"), "--sigma", "20", "--adapt", "2",
                  *model]) == 0
     assert Image.open(root / "a.png").size == (64, 48)
+    for curve in ("auto", "2,4"):       # a camera's signal-dependent noise
+        assert main(["denoise", str(root / "noisy.png"), str(root / "c.png"), "--noise-curve", curve, *model]) == 0
+        assert Image.open(root / "c.png").size == (64, 48)
+    assert "estimated noise variance" in capsys.readouterr().err
 
     assert main(["upscale", str(root / "rgba.png"), str(root / "u.png"), "--scale", "2", "--steps", "2",
                  *model]) == 0
