@@ -19,7 +19,7 @@ import math
 import time
 
 import numpy as np
-from restore import crop, psnr
+from restore import crop, psnr, save_panel
 
 
 def parse_curves(text: str) -> list[tuple[float, float]]:
@@ -91,12 +91,7 @@ def main() -> None:
                       f"| {psnr(y, clean):.2f} | {bm3d_rms} | {bm3d_vst} | {one_sigma:.2f} | {rms_told:.2f} "
                       f"| {told:.2f} | {auto:.2f} | {seconds:.1f} |", flush=True)
     if args.panel and panel is not None:
-        from PIL import Image
-
-        gap = ((0, 0), (0, 6)) + ((0, 0),) * (panel[0].ndim - 2)       # a white gap after each image
-        strip = np.concatenate([np.pad(np.clip(np.asarray(p, np.float64), 0, 1), gap, constant_values=1)
-                                for p in panel], axis=1)
-        Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
+        save_panel(panel, args.panel)
         print(f"\npanel (noisy 8-bit | BM3D + transform | kuosan σ auto | kuosan --noise-curve auto | clean) → "
               f"{args.panel}")
 

@@ -24,7 +24,7 @@ import functools
 import time
 
 import numpy as np
-from restore import crop, psnr
+from restore import crop, psnr, save_panel
 
 
 def main() -> None:
@@ -92,12 +92,7 @@ def main() -> None:
                       f"| {as_they_are:.2f} | {filled:.2f} ({filled - as_they_are:+.2f}) | {auto:.2f} "
                       f"| {fitted} | {seconds:.1f} · {adapt_seconds} |", flush=True)
     if args.panel and panel is not None:
-        from PIL import Image
-
-        gap = ((0, 0), (0, 6)) + ((0, 0),) * (panel[0].ndim - 2)       # a white gap after each image
-        strip = np.concatenate([np.pad(np.clip(np.asarray(p, np.float64), 0, 1), gap, constant_values=1)
-                                for p in panel], axis=1)
-        Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
+        save_panel(panel, args.panel)
         print(f"\npanel (noisy 8-bit | BM3D | kuosan, clipped as they are | kuosan | clean) → {args.panel}")
 
 

@@ -44,6 +44,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return kuosan_psnr(np.clip(a, 0, 1), b, peak=1.0)
 
 
+def save_panel(images: list, path: str) -> None:
+    """Images in [0, 1] (gray or RGB, one size) side by side, a white gap after each, as an 8-bit PNG."""
+    from PIL import Image
+
+    gap = ((0, 0), (0, 6)) + ((0, 0),) * (np.asarray(images[0]).ndim - 2)
+    strip = np.concatenate([np.pad(np.clip(np.asarray(p, np.float64), 0, 1), gap, constant_values=1)
+                            for p in images], axis=1)
+    Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(path)
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
@@ -153,10 +163,7 @@ def main() -> None:
     if sigmas:
         denoising_table(rows, sigmas, args.ensemble, args.adapt)
     if panel is not None and args.panel:
-        from PIL import Image
-
-        strip = np.concatenate([np.pad(p, ((0, 0), (0, 6), (0, 0)), constant_values=1) for p in panel], axis=1)
-        Image.fromarray(np.round(strip * 255).astype(np.uint8)).save(args.panel)
+        save_panel(panel, args.panel)
         print(f"\npanel (noisy | BM3D | kuosan | clean) → {args.panel}")
     if args.sr_only or not (args.quick or only):
         super_resolution_table(priors, kinds, held_out_photos, device)

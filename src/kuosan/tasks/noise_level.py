@@ -218,6 +218,21 @@ def _unclipped_sigma(measured: float, means: Tensor, truncated: Tensor, clip_ran
     return lo + t * (hi - lo)
 
 
+def _image_and_sample(image: Tensor, patch: int, max_patches: int, seed: int) -> tuple[Tensor, Tensor | None]:
+    """``image`` as float64 [C, H, W], and the patch positions to use (``_patches``): None for all, or
+    ``max_patches`` of them drawn with ``seed`` where there are more; ValueError if it is too small."""
+    x = image.detach().double()
+    if x.ndim == 2:
+        x = x[None]
+    h, w = x.shape[1:]
+    if h < 2 * patch or w < 2 * patch:
+        raise ValueError(f"image {h}×{w} is too small to estimate its noise (needs ≥ {2 * patch} pixels a side)")
+    count = (h - patch + 1) * (w - patch + 1)
+    if count <= max_patches:
+        return x, None
+    return x, torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_patches]
+
+
 MOSTLY_CLIPPED = 0.8
 
 
@@ -232,16 +247,8 @@ def estimate_noise_sigma(image: Tensor, patch: int = 7, max_patches: int = 200_0
     colour crops at σ = 25 and 50 (93–100 % of patches holding a clipped value) read 20.7–22.2 → 24.0–25.1 and
     38.4–40.8 → 47.1–47.2 (``benchmarks/clipped_photos.py`` prints them); with few clipped values the channels
     stay together, as their correlation makes the noise-only eigenvalues easier to find."""
-    x = image.detach().double()
-    if x.ndim == 2:
-        x = x[None]
-    c, h, w = x.shape
-    if h < 2 * patch or w < 2 * patch:
-        raise ValueError(f"image {h}×{w} is too small to estimate its noise (needs ≥ {2 * patch} pixels a side)")
-    count = (h - patch + 1) * (w - patch + 1)
-    keep = None
-    if count > max_patches:
-        keep = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_patches]
+    x, keep = _image_and_sample(image, patch, max_patches, seed)
+    c = x.shape[0]
     ends = clipped(x, clip_range)          # found once; each plane's share of it serves the planes one by one
     holds = _holds_clipped(ends, patch)
     if c > 1 and holds is not None and float(holds.double().mean()) > MOSTLY_CLIPPED:
@@ -306,16 +313,8 @@ def estimate_noise_curve(image: Tensor, patch: int = 7, bins: int = 8, max_patch
     astray (``_fit_curve``). Colour channels are taken one at a time, each channel's patches as samples of one
     gray image, as their levels differ (Liu, Tanaka & Okutomi 2014 fit a camera's noise level function likewise,
     from weak-texture patches)."""
-    x = image.detach().double()
-    if x.ndim == 2:
-        x = x[None]
-    c, h, w = x.shape
-    if h < 2 * patch or w < 2 * patch:
-        raise ValueError(f"image {h}×{w} is too small to estimate its noise (needs ≥ {2 * patch} pixels a side)")
-    count = (h - patch + 1) * (w - patch + 1)
-    keep = None
-    if count > max_patches:
-        keep = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_patches]
+    x, keep = _image_and_sample(image, patch, max_patches, seed)
+    c = x.shape[0]
     ends = clipped(x, clip_range)
     plane_ends = ends.split(1) if ends is not None else [None] * c
     planes = [_clip_free(plane, patch, keep, _holds_clipped(e, patch))

@@ -4,7 +4,9 @@ All are "D plus data consistency" on tensors [1, C, H, W] in model units ([-1, 1
 
 - ``denoise``: a noisy image y = x + σ_y·n *is* a point x_σ of the forward process at σ = σ_y. ``mmse``
   returns D(y, σ_y), the posterior mean (best PSNR), optionally averaged over the 8 flips/rotations;
-  ``sample`` runs a stochastic sampler from σ_y down to 0, drawing a posterior sample.
+  ``sample`` runs a stochastic sampler from σ_y down to 0, drawing a posterior sample. A camera's
+  signal-dependent (Poisson–Gaussian) noise is first made white by a variance-stabilising transform (``vst``),
+  and the result transformed back.
 - ``upscale``: A = antialiased bicubic (default; how Pillow, MATLAB and most software shrink images) or box
   downsampling. ``mmse`` (best PSNR) is plug-and-play (DPIR, Zhang et al. 2021): x ← project(D(x, σ_k)) on
   a falling σ ladder, no fresh noise. ``sample`` is DDNM (Wang et al. 2023): every denoiser estimate is
