@@ -225,3 +225,25 @@ def test_a_colour_companion_restores_colour_images_and_the_gray_prior_gray_ones(
     assert not np.array_equal(kuosan.denoise(rgb, 20), routed_rgb)
     main(["info", "builtin:photo"])
     assert "opponent colour space" in capsys.readouterr().out
+
+
+def test_denoise_says_when_the_noise_looks_signal_dependent(tmp_path, tiny_rgb_model, capsys):
+    """σ auto: the noise curve is read too, and where σ in the highlights is over twice σ in the shadows the
+    command says --noise-curve may do better (the shipped astronaut crop, colour: a camera's noise 6·x + 4, 8-bit,
+    reads σ 8.8 → 37.8; white noise σ 25 reads flat, 25.3)."""
+    from kuosan.tasks.restore import noise_in_shadows_and_highlights
+    from tests.tasks.test_vst import poisson_gaussian
+
+    clean = astronaut(gray=False)
+    camera = poisson_gaussian(clean, 6.0, 4.0)
+    white = np.clip(np.round(clean + 25 * np.random.default_rng(0).standard_normal(clean.shape)), 0, 255)
+    shadows, highlights = noise_in_shadows_and_highlights(camera)
+    assert highlights > 3 * shadows
+    shadows, highlights = noise_in_shadows_and_highlights(white.astype(np.uint8))
+    assert highlights < 1.2 * shadows
+    for name, noisy in (("camera", camera), ("white", white.astype(np.uint8))):
+        Image.fromarray(noisy).save(tmp_path / f"{name}.png")
+        assert main(["denoise", str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}-out.png"),
+                     "--model", str(tiny_rgb_model)]) == 0
+        said = capsys.readouterr().err
+        assert ("signal-dependent" in said) == (name == "camera")

@@ -406,6 +406,18 @@ def estimate_noise_curve(image) -> NoiseCurve:
     return _estimate_curve(_Picture(image).tensor)
 
 
+def noise_in_shadows_and_highlights(image) -> tuple[float, float]:
+    """σ of a PIL image's or array's noise curve (``estimate_noise_curve``) at the image's 10th and 90th
+    percentile values, in 0–255 units: far apart, its noise is signal-dependent."""
+    import numpy as np
+
+    y = _Picture(image).tensor
+    values = ((y[0] + 1) * 127.5).flatten()
+    values = values[:: max(1, values.numel() // 1_000_000)].numpy()       # a fixed subset is plenty
+    curve = _estimate_curve(y)
+    return tuple(curve.sigma(float(v)) for v in np.percentile(values, [10, 90]))
+
+
 def _estimate_curve(y: Tensor) -> NoiseCurve:
     """The ``NoiseCurve`` of y [1, C, H, W] in model units, in 0–255 pixel units."""
     return noise_curve_of(((y[0] + 1) * 127.5).cpu(), clip_range=(0.0, 255.0))
