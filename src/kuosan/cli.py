@@ -376,8 +376,8 @@ def _noise_curve(value: str, image):
 
 # σ in the highlights over σ in the shadows (the image's 90th and 10th percentile values) from the noise curve,
 # above which the noise is called signal-dependent: white noise (σ 5–50, 8-bit) on 256² crops of the 20 gray and
-# 10 colour photos of kuosan.data.photos read at most 1.75; a camera's (variance 1·x + 4 to 8·x + 16) a median of
-# 1.45 in gray and 2.0 in colour, up to 6–7.
+# 10 colour photos of kuosan.data.photos read at most 1.75; a camera's (variance 0.3·x + 4 to 8·x + 16) a median of
+# 1.3–1.5 in gray and 1.9–2.1 in colour, up to 6–7. The two overlap, so this only says so.
 SIGNAL_DEPENDENT = 2.0
 
 
