@@ -233,6 +233,18 @@ def _image_and_sample(image: Tensor, patch: int, max_patches: int, seed: int) ->
     return x, torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_patches]
 
 
+def _plane_by_plane(x: Tensor, patch: int, keep: Tensor | None, ends: Tensor | None
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """Each plane's clip-free patches (``_clip_free`` with that plane's share of the clipped map ``ends``) as
+    samples of one gray image: patch vectors [N, patch²], energies [N], and per patch whether its plane's clipped
+    ones were left out [N]."""
+    plane_ends = ends.split(1) if ends is not None else [None] * x.shape[0]
+    planes = [_clip_free(plane, patch, keep, _holds_clipped(e, patch))
+              for plane, e in zip(x.split(1), plane_ends, strict=True)]
+    truncated = torch.cat([torch.full((len(p[0]),), p[2]) for p in planes])
+    return torch.cat([p[0] for p in planes]), torch.cat([p[1] for p in planes]), truncated
+
+
 MOSTLY_CLIPPED = 0.8
 
 
@@ -252,13 +264,11 @@ def estimate_noise_sigma(image: Tensor, patch: int = 7, max_patches: int = 200_0
     ends = clipped(x, clip_range)          # found once; each plane's share of it serves the planes one by one
     holds = _holds_clipped(ends, patch)
     if c > 1 and holds is not None and float(holds.double().mean()) > MOSTLY_CLIPPED:
-        planes = [_clip_free(plane, patch, keep, _holds_clipped(plane_ends, patch))
-                  for plane, plane_ends in zip(x.split(1), ends.split(1), strict=True)]
+        cols, energy, truncated = _plane_by_plane(x, patch, keep, ends)
         c = 1
     else:
-        planes = [_clip_free(x, patch, keep, holds)]
-    cols, energy = torch.cat([p[0] for p in planes]), torch.cat([p[1] for p in planes])
-    truncated = torch.cat([torch.full((len(p[0]),), p[2]) for p in planes])
+        cols, energy, clip_free = _clip_free(x, patch, keep, holds)
+        truncated = torch.full((len(cols),), clip_free)
     return _refined_sigma(cols, energy, truncated, c, patch, rounds, clip_range if holds is not None else None)
 
 
@@ -314,13 +324,8 @@ def estimate_noise_curve(image: Tensor, patch: int = 7, bins: int = 8, max_patch
     gray image, as their levels differ (Liu, Tanaka & Okutomi 2014 fit a camera's noise level function likewise,
     from weak-texture patches)."""
     x, keep = _image_and_sample(image, patch, max_patches, seed)
-    c = x.shape[0]
     ends = clipped(x, clip_range)
-    plane_ends = ends.split(1) if ends is not None else [None] * c
-    planes = [_clip_free(plane, patch, keep, _holds_clipped(e, patch))
-              for plane, e in zip(x.split(1), plane_ends, strict=True)]
-    cols, energy = torch.cat([p[0] for p in planes]), torch.cat([p[1] for p in planes])
-    truncated = torch.cat([torch.full((len(p[0]),), p[2]) for p in planes])
+    cols, energy, truncated = _plane_by_plane(x, patch, keep, ends)
     means = cols.mean(1)
     order = means.argsort()
     levels, variances = [], []
