@@ -91,6 +91,39 @@ def test_prox_solves_the_weighted_least_squares_problem(op):
     torch.testing.assert_close(op.prox(z, y, 0.0), op.project(z, y))
 
 
+def _matrix(op, shape: tuple[int, int]) -> torch.Tensor:
+    """A as a dense [measurements, pixels] float64 matrix, column by column."""
+    pixels = shape[0] * shape[1]
+    basis = torch.eye(pixels, dtype=torch.float64).reshape(pixels, 1, 1, *shape)
+    return torch.stack([op(e).flatten() for e in basis], 1)
+
+
+@pytest.mark.parametrize("op", operators(), ids=lambda o: _name(o))
+def test_prox_with_a_weight_per_measurement_is_the_weighted_least_squares_solution(op):
+    """A tensor weight w (σ_y,i²/σ², spread 1000×) gives argmin Σ (A(x) − y)_i²/w_i + ‖x − z‖², checked against
+    x = z − Aᵀ(AAᵀ + diag(w))⁻¹(A(z) − y) solved densely (the conjugate gradients of ``weighted_prox`` to their
+    1e-4 tolerance for bicubic and blur, exact elsewhere); a constant tensor gives the scalar step."""
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(1, 1, 12, 12, generator=g, dtype=torch.float64)
+    y = op(torch.randn(1, 1, 12, 12, generator=g, dtype=torch.float64))
+    a = _matrix(op, (12, 12))
+    for spread in (10.0, 1000.0):
+        weight = 0.02 * spread ** torch.rand(y.shape, generator=g, dtype=torch.float64)
+        r = torch.linalg.solve(a @ a.T + torch.diag(weight.flatten()), a @ z.flatten() - y.flatten())
+        exact = z.flatten() - a.T @ r
+        for dtype in (torch.float64, torch.float32):
+            x = op.prox(z.to(dtype), y.to(dtype), weight.to(dtype)).double().flatten()
+            assert float((x - exact).norm() / (exact - z.flatten()).norm()) < 2e-4
+    torch.testing.assert_close(op.prox(z, y, torch.full_like(y, 0.3)), op.prox(z, y, 0.3), atol=1e-9, rtol=1e-6)
+
+
+def test_weighted_prox_needs_positive_weights():
+    op = BicubicDownsample(2)
+    z = torch.zeros(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="> 0"):
+        op.prox(z, op(z), torch.zeros(1, 1, 4, 4))
+
+
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_bicubic_downsample_matches_pillow(scale):
     """Antialiased bicubic shrinking as Pillow does it (float image, so no rounding)."""
