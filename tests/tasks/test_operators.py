@@ -102,7 +102,7 @@ def _matrix(op, shape: tuple[int, int]) -> torch.Tensor:
 def test_prox_with_a_weight_per_measurement_is_the_weighted_least_squares_solution(op):
     """A tensor weight w (σ_y,i²/σ², spread 1000×) gives argmin Σ (A(x) − y)_i²/w_i + ‖x − z‖², checked against
     x = z − Aᵀ(AAᵀ + diag(w))⁻¹(A(z) − y) solved densely (the conjugate gradients of ``weighted_prox`` to their
-    1e-4 tolerance for bicubic and blur, exact elsewhere); a constant tensor gives the scalar step."""
+    1e-3 tolerance for bicubic and blur, exact elsewhere); a constant tensor gives the scalar step."""
     g = torch.Generator().manual_seed(5)
     z = torch.randn(1, 1, 12, 12, generator=g, dtype=torch.float64)
     y = op(torch.randn(1, 1, 12, 12, generator=g, dtype=torch.float64))
@@ -113,7 +113,7 @@ def test_prox_with_a_weight_per_measurement_is_the_weighted_least_squares_soluti
         exact = z.flatten() - a.T @ r
         for dtype in (torch.float64, torch.float32):
             x = op.prox(z.to(dtype), y.to(dtype), weight.to(dtype)).double().flatten()
-            assert float((x - exact).norm() / (exact - z.flatten()).norm()) < 2e-4
+            assert float((x - exact).norm() / (exact - z.flatten()).norm()) < 2e-3
     torch.testing.assert_close(op.prox(z, y, torch.full_like(y, 0.3)), op.prox(z, y, 0.3), atol=1e-9, rtol=1e-6)
 
 

@@ -54,6 +54,10 @@ class Operator:
         """Aᵀ (for ``weighted_prox``)."""
         raise NotImplementedError
 
+    def gram(self, r: Tensor) -> Tensor:
+        """AAᵀ r (for ``weighted_prox``)."""
+        return self.forward(self.adjoint(r))
+
     def gram_solve(self, r: Tensor, weight: float) -> Tensor:
         """(AAᵀ + weight·I)⁻¹ r (for ``weighted_prox``)."""
         raise NotImplementedError
@@ -268,6 +272,9 @@ class Blur(Operator):
     def adjoint(self, y: Tensor) -> Tensor:
         return self._apply(y, lambda yf, k: yf * k.conj())
 
+    def gram(self, r: Tensor) -> Tensor:
+        return self._apply(r, lambda rf, k: rf * k.abs().square())      # one transform pair, not two
+
     def gram_solve(self, r: Tensor, weight: float) -> Tensor:
         return self._apply(r, lambda rf, k: rf / (k.abs().square() + weight))
 
@@ -283,7 +290,7 @@ class Blur(Operator):
         return self._apply(z, lambda zf, k: (k.conj() * yf + weight * zf) / (k.abs().square() + weight))
 
 
-def weighted_prox(op: Operator, z: Tensor, y: Tensor, weight: Tensor, tolerance: float = 1e-4,
+def weighted_prox(op: Operator, z: Tensor, y: Tensor, weight: Tensor, tolerance: float = 1e-3,
                   max_iterations: int = 100) -> Tensor:
     """x = z − Aᵀr with (AAᵀ + diag(w))·r = A(z) − y, w = ``weight`` > 0 on y's grid, r by preconditioned
     conjugate gradients; stops when ‖residual‖ < ``tolerance``·‖A(z) − y‖.
@@ -293,8 +300,10 @@ def weighted_prox(op: Operator, z: Tensor, y: Tensor, weight: Tensor, tolerance:
     w̄; where a weight is far above ḡ (the data step late on a σ ladder, AAᵀ negligible beside it) S² ≈ w̄/w undoes
     the weight's spread, and where it is far below, S ≈ 1 and the system is AAᵀ's, solved exactly. A camera's
     noise-variance spread of 128 over random pixels then takes 2–22 iterations instead of 11–63 with S = I
-    (antialiased bicubic ×2/×4 on 256², Gaussian blur 1.6 and 3, σ from 0.6 to 0.01). Each iteration is one A,
-    one Aᵀ and one ``gram_solve`` on the measurement grid."""
+    (antialiased bicubic ×2/×4 on 256², Gaussian blur 1.6 and 3, σ from 0.6 to 0.01, tolerance 1e-5). Deblurring
+    the shipped astronaut (gray, camera noise 6·x + 4) took 13–19 iterations per step at the default 1e-3 and
+    17–27 at 1e-4, for the same PSNR to 0.001 dB. Each iteration is one ``gram`` (AAᵀ) and one ``gram_solve``
+    on the measurement grid."""
     if not bool((weight > 0).all()):
         raise ValueError("per-measurement prox weights must all be > 0")
     weight = weight.expand_as(y)
@@ -306,7 +315,7 @@ def weighted_prox(op: Operator, z: Tensor, y: Tensor, weight: Tensor, tolerance:
         return z
 
     def gram(v: Tensor) -> Tensor:
-        return op.forward(op.adjoint(v)) + weight * v
+        return op.gram(v) + weight * v
 
     def precondition(v: Tensor) -> Tensor:
         return scaling * op.gram_solve(scaling * v, mean)
