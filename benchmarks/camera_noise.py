@@ -9,7 +9,13 @@ curve and the exact unbiased inverse (Mäkitalo & Foi's VST + BM3D, with ``--bm3
 ``kuosan denoise`` does without ``--noise-curve``); kuosan told the RMS σ; kuosan through the transform, told the
 curve and with it estimated (``--noise-curve auto``), all in this one run, with kuosan's seconds (curve estimated).
 
+``--tasks upscale,deblur`` adds a table for the same photos shrunk 4× (antialiased bicubic) or blurred (Gaussian,
+std 1.6 px, reflected edges) before the camera's noise: PSNR of bicubic interpolation or of the blurred input, and
+of kuosan ``upscale`` / ``deblur`` with one σ estimated (``--noise auto``), told the RMS σ, and weighing each pixel
+by its own noise variance, the curve told and estimated (``--noise-curve``), with the seconds of the last.
+
     python benchmarks/camera_noise.py [--kinds gray,rgb] [--curves 1,4:3,9:8,16] [--bm3d] [--panel PNG]
+                                      [--tasks denoise,upscale,deblur]
 """
 
 from __future__ import annotations
@@ -20,6 +26,14 @@ import time
 
 import numpy as np
 from restore import crop, psnr, save_panel
+
+
+def camera_noise(clean: np.ndarray, gain: float, floor: float) -> np.ndarray:
+    """``clean`` (0–1) with Poisson–Gaussian noise of variance gain·x + floor (0–255 units, seed 0), saved as 8
+    bits (rounded, clipped at black and white), back in 0–1."""
+    rng = np.random.default_rng(0)
+    noisy = gain * rng.poisson(clean * 255 / gain) + math.sqrt(floor) * rng.standard_normal(clean.shape)
+    return (np.clip(np.round(noisy), 0, 255) / 255).astype(np.float32)
 
 
 def parse_curves(text: str) -> list[tuple[float, float]]:
@@ -39,6 +53,7 @@ def main() -> None:
     parser.add_argument("--bm3d", action="store_true", help="add BM3D (RMS σ, and through the transform)")
     parser.add_argument("--panel", help="save noisy | BM3D + transform | kuosan σ auto | kuosan --noise-curve auto "
                                         "| clean for the last photo (needs --bm3d)")
+    parser.add_argument("--tasks", default="denoise", help="denoise, upscale, deblur: any of them, comma-separated")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     if not kinds or any(k not in ("gray", "rgb") for k in kinds):
@@ -46,6 +61,13 @@ def main() -> None:
     if args.panel and not args.bm3d:
         parser.error("--panel needs --bm3d (the panel shows BM3D's result)")
     curves = parse_curves(args.curves)
+    tasks = args.tasks.split(",")
+    if not set(tasks) <= {"denoise", "upscale", "deblur"}:
+        parser.error(f"--tasks {args.tasks!r}: use denoise, upscale, deblur")
+    if set(tasks) & {"upscale", "deblur"}:
+        restoration_table([t for t in tasks if t != "denoise"], kinds, curves)
+    if "denoise" not in tasks:
+        return
 
     import torch
 
@@ -62,9 +84,7 @@ def main() -> None:
         for gain, floor in curves:
             for name, photo in held_out_photos({"gray": 1, "rgb": 3}[kind]).items():
                 clean = crop(photo)
-                rng = np.random.default_rng(0)
-                noisy = gain * rng.poisson(clean * 255 / gain) + math.sqrt(floor) * rng.standard_normal(clean.shape)
-                y = (np.clip(np.round(noisy), 0, 255) / 255).astype(np.float32)
+                y = camera_noise(clean, gain, floor)
                 rms = math.sqrt(float(np.mean(gain * clean * 255 + floor)))
                 estimated = kuosan.estimate_noise_curve(y)
                 one_sigma_out = kuosan.denoise(y)
@@ -94,6 +114,56 @@ def main() -> None:
         save_panel(panel, args.panel)
         print(f"\npanel (noisy 8-bit | BM3D + transform | kuosan σ auto | kuosan --noise-curve auto | clean) → "
               f"{args.panel}")
+
+
+def restoration_table(tasks: list[str], kinds: list[str], curves: list[tuple[float, float]]) -> None:
+    import functools
+
+    import torch
+    import torch.nn.functional as F
+
+    import kuosan
+    from kuosan.data.photos import held_out_photos
+    from kuosan.tasks.operators import BicubicDownsample, Blur, gaussian_kernel
+
+    print("| kind | task | noise variance | photo | curve estimated | bicubic / blurred input | kuosan σ auto "
+          "| kuosan, RMS σ | kuosan, curve told | kuosan, curve auto | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for kind in kinds:
+        for task in tasks:
+            for gain, floor in curves:
+                for name, photo in held_out_photos({"gray": 1, "rgb": 3}[kind]).items():
+                    clean = crop(photo)
+                    x = torch.from_numpy(clean)
+                    x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+                    if task == "upscale":
+                        degraded = BicubicDownsample(4)(x)
+                    else:
+                        r = 16
+                        degraded = Blur(gaussian_kernel(1.6))(F.pad(x, (r, r, r, r), mode="reflect"))[..., r:-r, r:-r]
+                    degraded = degraded[0].permute(1, 2, 0).numpy()
+                    degraded = np.clip(degraded[..., 0] if kind == "gray" else degraded, 0, 1)
+                    y = camera_noise(degraded, gain, floor)
+                    rms = math.sqrt(float(np.mean(gain * degraded * 255 + floor)))
+                    if task == "upscale":
+                        t = torch.from_numpy(y)
+                        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+                        base = F.interpolate(t, scale_factor=4, mode="bicubic", align_corners=False)[0]
+                        base = base[0].numpy() if kind == "gray" else base.permute(1, 2, 0).numpy()
+                        run = functools.partial(kuosan.upscale, y, 4)
+                    else:
+                        base, run = y, functools.partial(kuosan.deblur, y, 1.6)
+                    estimated = kuosan.estimate_noise_curve(y)
+                    one_sigma = psnr(run(noise=None), clean)
+                    rms_told = psnr(run(noise=rms), clean)
+                    told = psnr(run(noise_curve=(gain, floor)), clean)
+                    start = time.perf_counter()
+                    auto = psnr(run(noise_curve="auto"), clean)
+                    seconds = time.perf_counter() - start
+                    print(f"| {kind} | {task} | {gain:g}·x + {floor:g} | {name} | {estimated.gain:.2f}·x + "
+                          f"{estimated.floor:.1f} | {psnr(base, clean):.2f} | {one_sigma:.2f} | {rms_told:.2f} "
+                          f"| {told:.2f} | {auto:.2f} | {seconds:.1f} |", flush=True)
+    print()
 
 
 if __name__ == "__main__":

@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the input was shrunk: bicubic (antialiased) or box averages")
     p.add_argument("--noise", default="0", metavar="SIGMA|auto",
                    help="noise σ of the input in 0–255 pixel units (default 0), or auto to estimate it")
+    p.add_argument("--noise-curve", metavar="auto|GAIN,FLOOR", help=NOISE_CURVE_DATA_HELP)
     p.add_argument("--compare", metavar="PANEL.png", help="also write bicubic | kuosan side by side")
     _restore_options(p)
 
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=20, help="plug-and-play iterations")
     p.add_argument("--noise", default="0", metavar="SIGMA|auto",
                    help="noise σ of the input in 0–255 pixel units (default 0), or auto to estimate it")
+    p.add_argument("--noise-curve", metavar="auto|GAIN,FLOOR", help=NOISE_CURVE_DATA_HELP)
     p.add_argument("--compare", metavar="PANEL.png", help="also write input | kuosan side by side")
     _restore_options(p)
 
@@ -341,6 +343,22 @@ def _panel(images, dst: str) -> None:
     save_image(side_by_side(images), dst)
 
 
+NOISE_CURVE_DATA_HELP = ("the input's noise is signal-dependent, as a camera's (variance GAIN·x + FLOOR at clean "
+                         "value x, 0–255 units): auto estimates it; each data step weighs every pixel by its own "
+                         "noise (instead of --noise)")
+
+
+def _input_noise(args, image):
+    """``--noise`` or ``--noise-curve`` of upscale and deblur: (σ, None) or (0, curve)."""
+    from kuosan.tasks.restore import estimate_noise
+
+    if args.noise_curve is None:
+        return _noise_level(args.noise, "--noise", image, estimate_noise), None
+    if args.noise != "0":
+        raise KuosanError("give --noise (white noise) or --noise-curve (signal-dependent noise), not both")
+    return 0.0, _noise_curve(args.noise_curve, image)
+
+
 def _noise_level(value: str, flag: str, image, estimate) -> float:
     """A noise σ option: a number in 0–255 units, or ``auto`` (estimated from the image, and said)."""
     if value == "auto":
@@ -423,13 +441,13 @@ def cmd_denoise(args) -> None:
 def cmd_upscale(args) -> None:
     from PIL import Image
 
-    from kuosan.tasks.restore import estimate_noise, upscale
+    from kuosan.tasks.restore import upscale
     from kuosan.train.trainer import resolve_device
 
     image, dst = _restore_io(args)
-    noise = _noise_level(args.noise, "--noise", image, estimate_noise)
+    noise, curve = _input_noise(args, image)
     out = upscale(image, args.scale, model=args.model, mode=args.mode, steps=args.steps, kernel=args.kernel,
-                  noise=noise, seed=args.seed, tile=args.tile, device=resolve_device(args.device),
+                  noise=noise, noise_curve=curve, seed=args.seed, tile=args.tile, device=resolve_device(args.device),
                   precision=args.precision, progress=True)
     _save_result(out, dst)
     if args.compare:
@@ -441,15 +459,15 @@ def cmd_deblur(args) -> None:
     import numpy as np
 
     from kuosan.data.io import open_image
-    from kuosan.tasks.restore import deblur, estimate_noise
+    from kuosan.tasks.restore import deblur
     from kuosan.train.trainer import resolve_device
 
     image, dst = _restore_io(args)
     blur = args.blur
     if args.kernel:
         blur = np.asarray(open_image(args.kernel).convert("F"), dtype=np.float64)
-    noise = _noise_level(args.noise, "--noise", image, estimate_noise)
-    out = deblur(image, blur, model=args.model, steps=args.steps, noise=noise, tile=args.tile,
+    noise, curve = _input_noise(args, image)
+    out = deblur(image, blur, model=args.model, steps=args.steps, noise=noise, noise_curve=curve, tile=args.tile,
                  device=resolve_device(args.device), precision=args.precision, progress=True)
     _save_result(out, dst)
     if args.compare:

@@ -139,3 +139,8 @@ def test_fill_clipped_puts_each_clipped_value_at_the_mean_of_the_values_clipped_
     # Far in the tail (an estimate 100σ from the end it was clipped at) the fill is finite, just past the end.
     far = fill_clipped(torch.tensor([1.0, -1.0]), torch.tensor([0.0, 0.0]), 0.01)
     assert torch.all(far.abs() > 1.0) and torch.all(far.abs() < 1.001)
+    # σ per pixel (signal-dependent noise): each clipped value filled with its own σ.
+    per_pixel = torch.where(x > 0, 0.2, 0.1)
+    mixed = fill_clipped(y, x, per_pixel)
+    assert torch.equal(mixed[x > 0], filled[x > 0])
+    assert torch.allclose(mixed[x < 0], fill_clipped(y, x, 0.1)[x < 0])

@@ -69,20 +69,23 @@ def clipped(y: Tensor, clip_range: tuple[float, float] | None = (-1.0, 1.0)) -> 
     return ends if bool(ends.any()) else None
 
 
-def fill_clipped(y: Tensor, estimate: Tensor, sigma: float, clip_range: tuple[float, float] = (-1.0, 1.0),
-                 ends: Tensor | None = None) -> Tensor:
+def fill_clipped(y: Tensor, estimate: Tensor, sigma: float | Tensor,
+                 clip_range: tuple[float, float] = (-1.0, 1.0), ends: Tensor | None = None) -> Tensor:
     """y with each clipped value (``clipped``) replaced by its expected value before clipping, given a
     denoised ``estimate`` of the clean image and white Gaussian noise σ: at the low end L the noisy value was
     some v ≤ L, and for v ~ N(x, σ²), E[v | v ≤ L] = x − σ·φ(a)/Φ(a) with a = (L − x)/σ (the mean of a
     truncated normal; at the high end the mirror image), x taken as the estimate. Denoising the filled image
     again removes most of what clipping costs (``kuosan.denoise``'s ``clip_rounds``): the clipped pixels then
-    sit where the noise would have put them on average, not all at black or white. ``ends``: ``clipped(y)``
-    where the caller has it already."""
+    sit where the noise would have put them on average, not all at black or white. ``sigma`` may be a tensor
+    broadcastable to y (noise whose σ varies from pixel to pixel). ``ends``: ``clipped(y)`` where the caller has
+    it already."""
     ends = clipped(y, clip_range) if ends is None else ends
     if ends is None or not bool(ends.any()):
         return y
     low, high = clip_range
     x, at_low = estimate[ends], y[ends] < (low + high) / 2       # computed at the clipped values only
+    if isinstance(sigma, Tensor):                                # σ per pixel (signal-dependent noise)
+        sigma = sigma.expand_as(y)[ends]
     ratio = _inverse_mills                                       # φ(a)/Φ(a), stable far into either tail
     filled = y.clone()
     filled[ends] = torch.where(at_low, x - sigma * ratio((low - x) / sigma), x + sigma * ratio((x - high) / sigma))
