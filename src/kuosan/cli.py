@@ -353,7 +353,10 @@ def _input_noise(args, image):
     from kuosan.tasks.restore import estimate_noise
 
     if args.noise_curve is None:
-        return _noise_level(args.noise, "--noise", image, estimate_noise), None
+        sigma = _noise_level(args.noise, "--noise", image, estimate_noise)
+        if args.noise == "auto":
+            _hint_signal_dependence(image)
+        return sigma, None
     if args.noise != "0":
         raise KuosanError("give --noise (white noise) or --noise-curve (signal-dependent noise), not both")
     return 0.0, _noise_curve(args.noise_curve, image)

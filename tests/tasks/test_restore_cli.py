@@ -240,7 +240,7 @@ def test_a_colour_companion_restores_colour_images_and_the_gray_prior_gray_ones(
 def test_denoise_says_when_the_noise_looks_signal_dependent(tmp_path, tiny_rgb_model, capsys):
     """σ auto: the noise curve is read too, and where σ in the highlights is over twice σ in the shadows the
     command says --noise-curve may do better (the shipped astronaut crop, colour: a camera's noise 6·x + 4, 8-bit,
-    reads σ 8.8 → 37.8; white noise σ 25 reads flat, 25.3)."""
+    reads σ 8.8 → 37.8; white noise σ 25 reads flat, 25.3); deblur (and upscale) with --noise auto too."""
     from kuosan.tasks.restore import noise_in_shadows_and_highlights
     from tests.tasks.test_vst import poisson_gaussian
 
@@ -255,6 +255,10 @@ def test_denoise_says_when_the_noise_looks_signal_dependent(tmp_path, tiny_rgb_m
         Image.fromarray(noisy).save(tmp_path / f"{name}.png")
         assert main(["denoise", str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}-out.png"),
                      "--model", str(tiny_rgb_model)]) == 0
+        said = capsys.readouterr().err
+        assert ("signal-dependent" in said) == (name == "camera")
+        assert main(["deblur", str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}-db.png"), "--noise", "auto",
+                     "--steps", "1", "--model", str(tiny_rgb_model)]) == 0
         said = capsys.readouterr().err
         assert ("signal-dependent" in said) == (name == "camera")
 

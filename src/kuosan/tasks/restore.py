@@ -177,15 +177,29 @@ QUANTIZATION_SIGMA = 2 / 255 / math.sqrt(12)  # std of 8-bit rounding in model u
 NoiseVariance = Callable[[Tensor], Tensor]
 
 
-def curve_variance(curve: NoiseCurve) -> NoiseVariance:
+def curve_variance(curve: NoiseCurve, image: Tensor) -> NoiseVariance:
     """The noise variance, in model units, at each clean value (model units) of a signal-dependent noise
-    ``curve`` (0–255 units), clean values taken within [0, 255], and at least the 8-bit rounding's: the weights
-    of the data steps of ``upscale_tensor`` and ``deblur_tensor``, which must stay above zero."""
-    def variance(clean: Tensor) -> Tensor:
+    ``curve`` (0–255 units) for the noisy ``image`` it was read from (model units): clean values taken within
+    [0, 255], and the variance at least ``LEAST_VARIANCE_SHARE`` of its mean over the image (and the 8-bit
+    rounding's). These weigh the data steps of ``upscale_tensor`` and ``deblur_tensor``."""
+    def at(clean: Tensor) -> Tensor:
         pixels = ((clean + 1) * 127.5).clamp(0, 255)
-        return ((curve.gain * pixels + curve.floor) / 127.5**2).clamp_min(QUANTIZATION_SIGMA**2)
+        return (curve.gain * pixels + curve.floor) / 127.5**2
+
+    least = max(LEAST_VARIANCE_SHARE * float(at(image).mean()), QUANTIZATION_SIGMA**2)
+
+    def variance(clean: Tensor) -> Tensor:
+        return at(clean).clamp_min(least)
 
     return variance
+
+
+# A curve's variance near black is its floor, which the estimator reads least surely (the darkest patches are
+# often clipped) and can read as 0: then the darkest pixels would count as nearly noise-free, the data step would
+# follow their noise, and its conjugate gradients would need many more iterations. Deblurring the held-out colour
+# astronaut under variance 3·x + 9 with the curve read, 3.01·x + 0.0: 24.81 dB without this bound, 26.73 with a
+# share of 0.1 (0.25: 26.71, faster); told the true curve 26.71 either way.
+LEAST_VARIANCE_SHARE = 0.1
 
 
 @torch.no_grad()
@@ -623,7 +637,7 @@ def _input_noise(picture, noise: float | None, noise_curve=None) -> tuple[float,
             raise KuosanError("give noise (white noise) or noise_curve (signal-dependent noise), not both")
         curve = _estimate_curve(picture.tensor) if noise_curve == "auto" else _as_curve(noise_curve)
         if curve.gain > 0:
-            return 0.0, curve_variance(curve)
+            return 0.0, curve_variance(curve, picture.tensor)
         return pixel_to_model_sigma(math.sqrt(curve.floor)), None
     if noise is None:
         return estimate_sigma(picture.tensor), None
