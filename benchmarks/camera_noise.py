@@ -25,7 +25,7 @@ import math
 import time
 
 import numpy as np
-from restore import crop, psnr, save_panel
+from restore import bicubic_up, crop, degrade, psnr, save_panel
 
 
 def camera_noise(clean: np.ndarray, gain: float, floor: float) -> np.ndarray:
@@ -119,12 +119,8 @@ def main() -> None:
 def restoration_table(tasks: list[str], kinds: list[str], curves: list[tuple[float, float]]) -> None:
     import functools
 
-    import torch
-    import torch.nn.functional as F
-
     import kuosan
     from kuosan.data.photos import held_out_photos
-    from kuosan.tasks.operators import BicubicDownsample, Blur, gaussian_kernel
 
     print("| kind | task | noise variance | photo | curve estimated | bicubic / blurred input | kuosan σ auto "
           "| kuosan, RMS σ | kuosan, curve told | kuosan, curve auto | s |")
@@ -134,22 +130,11 @@ def restoration_table(tasks: list[str], kinds: list[str], curves: list[tuple[flo
             for gain, floor in curves:
                 for name, photo in held_out_photos({"gray": 1, "rgb": 3}[kind]).items():
                     clean = crop(photo)
-                    x = torch.from_numpy(clean)
-                    x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
-                    if task == "upscale":
-                        degraded = BicubicDownsample(4)(x)
-                    else:
-                        r = 16
-                        degraded = Blur(gaussian_kernel(1.6))(F.pad(x, (r, r, r, r), mode="reflect"))[..., r:-r, r:-r]
-                    degraded = degraded[0].permute(1, 2, 0).numpy()
-                    degraded = np.clip(degraded[..., 0] if kind == "gray" else degraded, 0, 1)
+                    degraded = np.clip(degrade(clean, task), 0, 1)
                     y = camera_noise(degraded, gain, floor)
                     rms = math.sqrt(float(np.mean(gain * degraded * 255 + floor)))
                     if task == "upscale":
-                        t = torch.from_numpy(y)
-                        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
-                        base = F.interpolate(t, scale_factor=4, mode="bicubic", align_corners=False)[0]
-                        base = base[0].numpy() if kind == "gray" else base.permute(1, 2, 0).numpy()
+                        base = bicubic_up(y)
                         run = functools.partial(kuosan.upscale, y, 4)
                     else:
                         base, run = y, functools.partial(kuosan.deblur, y, 1.6)

@@ -24,7 +24,7 @@ import functools
 import time
 
 import numpy as np
-from restore import crop, psnr, save_panel
+from restore import bicubic_up, crop, degrade, psnr, save_panel
 
 
 def main() -> None:
@@ -97,12 +97,9 @@ def main() -> None:
 
 
 def restoration_table(tasks: list[str], kinds: list[str], sigmas: list[int]) -> None:
-    import torch
-    import torch.nn.functional as F
 
     import kuosan
     from kuosan.data.photos import held_out_photos
-    from kuosan.tasks.operators import BicubicDownsample, Blur, gaussian_kernel
 
     print("| kind | task | σ | photo | clipped | bicubic / blurred input | kuosan, clipped as they are | kuosan "
           "| kuosan noise auto | s (kuosan) |")
@@ -112,22 +109,12 @@ def restoration_table(tasks: list[str], kinds: list[str], sigmas: list[int]) -> 
             for sigma in sigmas:
                 for name, photo in held_out_photos({"gray": 1, "rgb": 3}[kind]).items():
                     clean = crop(photo)
-                    x = torch.from_numpy(clean)
-                    x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
-                    if task == "upscale":
-                        degraded = BicubicDownsample(4)(x)
-                    else:
-                        r = 16
-                        degraded = Blur(gaussian_kernel(1.6))(F.pad(x, (r, r, r, r), mode="reflect"))[..., r:-r, r:-r]
-                    degraded = degraded[0, 0].numpy() if kind == "gray" else degraded[0].permute(1, 2, 0).numpy()
+                    degraded = degrade(clean, task)
                     noisy = degraded + sigma / 255 * np.random.default_rng(0).standard_normal(degraded.shape)
                     y = (np.round(np.clip(noisy, 0, 1) * 255) / 255).astype(np.float32)
                     share = float(np.mean((y == 0) | (y == 1)))
                     if task == "upscale":
-                        t = torch.from_numpy(y)
-                        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
-                        base = F.interpolate(t, scale_factor=4, mode="bicubic", align_corners=False)[0]
-                        base = base[0].numpy() if kind == "gray" else base.permute(1, 2, 0).numpy()
+                        base = bicubic_up(y)
                         run = functools.partial(kuosan.upscale, y, 4)
                     else:
                         base, run = y, functools.partial(kuosan.deblur, y, 1.6)

@@ -37,6 +37,35 @@ def crop(image: np.ndarray, size: int = 256) -> np.ndarray:
     return image[top:top + size, left:left + size].astype(np.float64) / 255.0
 
 
+def degrade(clean: np.ndarray, task: str) -> np.ndarray:
+    """``clean`` ([H, W] or [H, W, 3], 0–1) shrunk 4× with antialiased bicubic (``upscale``) or blurred with a
+    Gaussian of std 1.6 px, edges reflected (``deblur``), in the same layout."""
+    import torch
+    import torch.nn.functional as F
+
+    from kuosan.tasks.operators import BicubicDownsample, Blur, gaussian_kernel
+
+    x = torch.from_numpy(clean)
+    x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+    if task == "upscale":
+        out = BicubicDownsample(4)(x)
+    else:
+        r = 16
+        out = Blur(gaussian_kernel(1.6))(F.pad(x, (r, r, r, r), mode="reflect"))[..., r:-r, r:-r]
+    return out[0, 0].numpy() if clean.ndim == 2 else out[0].permute(1, 2, 0).numpy()
+
+
+def bicubic_up(y: np.ndarray, scale: int = 4) -> np.ndarray:
+    """``y`` enlarged ``scale``× by bicubic interpolation (the baseline of super-resolution), same layout."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(y)
+    t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+    out = F.interpolate(t, scale_factor=scale, mode="bicubic", align_corners=False)[0]
+    return out[0].numpy() if y.ndim == 2 else out.permute(1, 2, 0).numpy()
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR of an estimate in [0, 1] units, clipped to the displayable range first, as a saved image would be."""
     from kuosan.tasks.restore import psnr as kuosan_psnr
