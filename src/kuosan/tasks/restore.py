@@ -12,7 +12,8 @@ All are "D plus data consistency" on tensors [1, C, H, W] in model units ([-1, 1
   a falling σ ladder, no fresh noise. ``sample`` is DDNM (Wang et al. 2023): every denoiser estimate is
   projected onto {A(x) = y} inside ancestral sampling, drawing a posterior sample (sharper, lower PSNR).
   A low-resolution input with noise σ_y replaces the projection by the proximal step with weight σ_y²/σ²
-  (``operators``), and plug-and-play stops at σ_k = σ_y.
+  (``operators``), and plug-and-play stops at σ_k = 0.7·σ_y (``DATA_NOISE_SCALE``). A camera's noise
+  (``noise_curve``) weighs each pixel by its own variance instead.
 - ``deblur``: A = convolution with a known kernel (a Gaussian of given std, or any kernel), plug-and-play
   as for ``upscale`` with the exact Fourier-domain proximal step (DPIR's deblurring). The image is padded by
   reflection so the operator's periodic wrap-around falls outside it, and σ_y is at least the 8-bit rounding
@@ -208,8 +209,8 @@ def deblur_tensor(denoiser, blurred: Tensor, kernel: Tensor, *, steps: int = 20,
                   progress: bool = False) -> Tensor:
     """Deblur ``blurred`` [1, C, H, W] made with ``kernel`` ([kh, kw], odd sides) plus noise of std
     ``noise_sigma`` (model units), or of ``noise_variance`` as in ``upscale_tensor``: ``steps`` plug-and-play
-    iterations, σ from 0.6 down to max(0.02, c·σ_y), the noise taken at c = ``DATA_NOISE_SCALE`` times its σ and at
-    least the 8-bit rounding's, on the image padded by reflection (see the module docstring); ``fill_clipped`` as
+    iterations, σ from 0.6 down to max(0.02, c·σ_y), the noise taken at c = ``DATA_NOISE_SCALE`` times its σ (σ at
+    least the 8-bit rounding's), on the image padded by reflection (see the module docstring); ``fill_clipped`` as
     in ``upscale_tensor``."""
     if noise_sigma < 0:
         raise KuosanError(f"noise must be ≥ 0, got {noise_sigma}")
