@@ -262,14 +262,14 @@ def _plug_and_play(denoiser, op, y: Tensor, start: Tensor, steps: int, progress:
         k, flip = DIHEDRAL[i % len(DIHEDRAL)] if turns else DIHEDRAL[0]
         estimate = turn_back(denoiser(turn(x, k, flip), torch.full((x.shape[0],), float(sigma), device=x.device)),
                              k, flip)
-        if noise_variance is None:
-            data = y if ends is None else fill_clipped(y, op.forward(estimate), noise_sigma, ends=ends)
-            x = op.prox(estimate, data, (noise_scale * noise_sigma / float(sigma)) ** 2)
+        measured = op.forward(estimate) if ends is not None or noise_variance is not None else None
+        variance = noise_sigma**2 if noise_variance is None else noise_variance(measured)
+        if ends is not None:
+            noise_std = noise_sigma if noise_variance is None else variance.sqrt()
+            data = fill_clipped(y, measured, noise_std, ends=ends)
         else:
-            measured = op.forward(estimate)
-            variance = noise_variance(measured)
-            data = y if ends is None else fill_clipped(y, measured, variance.sqrt(), ends=ends)
-            x = op.prox(estimate, data, noise_scale**2 * variance / float(sigma) ** 2)
+            data = y
+        x = op.prox(estimate, data, noise_scale**2 * variance / float(sigma) ** 2)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -486,8 +486,10 @@ def _estimate_curve(y: Tensor) -> NoiseCurve:
     return noise_curve_of(((y[0] + 1) * 127.5).cpu(), clip_range=(0.0, 255.0))
 
 
-def _as_curve(noise_curve) -> NoiseCurve:
-    """``denoise``'s ``noise_curve``: a NoiseCurve or a (gain, floor) pair."""
+def _as_curve(noise_curve, picture: _Picture) -> NoiseCurve:
+    """A ``noise_curve`` argument: ``"auto"`` (read from ``picture``), a NoiseCurve or a (gain, floor) pair."""
+    if isinstance(noise_curve, str) and noise_curve == "auto":
+        return _estimate_curve(picture.tensor)
     if isinstance(noise_curve, NoiseCurve):
         return noise_curve
     try:
@@ -535,7 +537,7 @@ def denoise(image, sigma: float | None = None, *, noise_curve=None, model=DEFAUL
     if noise_curve is not None:
         if sigma is not None:
             raise KuosanError("give sigma (white noise) or noise_curve (signal-dependent noise), not both")
-        curve = _estimate_curve(picture.tensor) if noise_curve == "auto" else _as_curve(noise_curve)
+        curve = _as_curve(noise_curve, picture)
         if curve.gain > 0:
             stabiliser = GeneralizedAnscombe(curve)
             sigma_model = stabiliser.sigma
@@ -636,7 +638,7 @@ def _input_noise(picture, noise: float | None, noise_curve=None) -> tuple[float,
     if noise_curve is not None:
         if noise != 0:
             raise KuosanError("give noise (white noise) or noise_curve (signal-dependent noise), not both")
-        curve = _estimate_curve(picture.tensor) if noise_curve == "auto" else _as_curve(noise_curve)
+        curve = _as_curve(noise_curve, picture)
         if curve.gain > 0:
             return 0.0, curve_variance(curve, picture.tensor)
         return pixel_to_model_sigma(math.sqrt(curve.floor)), None
